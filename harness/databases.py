@@ -1,0 +1,327 @@
+"""Test databases that harness creates, owns and drops.
+
+PostgreSQL: the schema is built once into ``test_<name>_template`` and every worker gets a clone,
+``test_<name>`` or ``test_<name>_gw0``…, made with ``CREATE DATABASE … TEMPLATE``. SQLite: one file
+per worker (or a memory database). harness marks what it creates (a database comment, a marker file
+next to a SQLite file) and never drops or rebuilds a database without that mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import inspect
+import json
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from harness.db import TEST_PREFIX, check_test_database, create_test_engine, is_memory, normalize_url, probe_isolation
+from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
+
+__all__ = ["Schema", "TestDatabase", "run_sync"]
+
+Schema = MetaData | Callable[[Connection], Any] | Callable[[AsyncConnection], Awaitable[Any]] | None
+"""What builds the test schema: a `MetaData` (``create_all``), or a callable that receives the
+connection (sync callables, such as an Alembic ``upgrade``, get a sync `Connection`)."""
+
+_MARK = "created by harness for tests"
+_NAME = re.compile(r"^[a-z0-9_]+$")
+T = TypeVar("T")
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion on a private event loop in a helper thread.
+
+    Set-up work that must not touch the test's event loop (creating databases before any loop of
+    pytest-asyncio exists) runs here.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="harness-setup") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+class TestDatabase:
+    """A database that harness creates for tests, fills with the schema, and drops afterwards.
+
+    ``url`` names the server (PostgreSQL) or the file (SQLite) the test database is derived from;
+    harness never writes to that database itself. The test database is ``test_<name>`` where
+    ``name`` defaults to the URL's database name, with ``_<worker>`` appended under pytest-xdist.
+    ``schema`` is a `MetaData` or a callable that builds the schema (see `Schema`).
+    ``reuse=True`` keeps the database after `drop` and reuses it next time if the schema did not
+    change; ``recreate=True`` rebuilds it even then.
+
+    Usage::
+
+        database = TestDatabase("postgresql://postgres@127.0.0.1/app", schema=Base.metadata)
+        engine = await database.create()      # test_app, with the schema
+        ...
+        await database.drop()
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        schema: Schema = None,
+        name: str | None = None,
+        worker: str | None = None,
+        reuse: bool = False,
+        recreate: bool = False,
+        allow_remote: bool = False,
+        directory: str | Path | None = None,
+        engine_options: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        # No URL: a SQLite file per worker in the temporary directory, the embedded default.
+        self.server_url = normalize_url(url if url is not None else "sqlite+aiosqlite:///harness.sqlite3")
+        self.schema = schema
+        self.reuse, self.recreate, self.allow_remote = reuse, recreate, allow_remote
+        self.engine_options = dict(engine_options or {})
+        self.engine: AsyncEngine | None = None
+        self.run_id = run_id or os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+        base = name or Path(str(self.server_url.database or "harness")).stem or "harness"
+        base = base if base.startswith(TEST_PREFIX) else TEST_PREFIX + base
+        self.name = f"{base}_{worker}" if worker else base
+        self.template_name = f"{base}_template"
+        if self.is_postgres and not _NAME.match(self.name):
+            msg = f"Test database name {self.name!r} must use only lower-case letters, digits and underscores. Pass name='...' to choose one."
+            raise DatabaseConfigError(msg)
+        if self.is_memory:
+            self.url = self.server_url
+        elif self.is_postgres:
+            self.url = self.server_url.set(database=self.name)
+        else:
+            folder = Path(directory) if directory else (
+                Path(str(self.server_url.database)).parent if url is not None else Path(tempfile.gettempdir()) / "harness"
+            )
+            self.url = self.server_url.set(database=str(folder / f"{self.name}.sqlite3"))
+        check_test_database(self.url, allow_remote=allow_remote)
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether the test database lives on a PostgreSQL server."""
+        return self.server_url.get_backend_name() == "postgresql"
+
+    @property
+    def is_memory(self) -> bool:
+        """Whether the test database is an in-memory SQLite database."""
+        return is_memory(self.server_url)
+
+    def fingerprint(self) -> str:
+        """A short hash of the schema, stored with the database so that reuse notices changes."""
+        if isinstance(self.schema, MetaData):
+            dialect = create_async_engine(self.server_url).dialect
+            ddl = [str(CreateTable(t).compile(dialect=dialect)) for t in self.schema.sorted_tables]
+            ddl += sorted(str(CreateIndex(i).compile(dialect=dialect)) for t in self.schema.sorted_tables for i in t.indexes)
+            source = "\n".join(ddl)
+        elif self.schema is None:
+            source = "no schema"
+        else:
+            source = f"{getattr(self.schema, '__module__', '')}.{getattr(self.schema, '__qualname__', repr(self.schema))}"
+        return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+    async def create(self) -> AsyncEngine:
+        """Create (or reuse) the test database with its schema; return a test engine for it.
+
+        Also runs `probe_isolation` on the new engine, so a driver that leaks fails here. Without
+        ``reuse`` the template is rebuilt once per run (``run_id``, shared by pytest-xdist workers).
+        """
+        if self.is_postgres:
+            await self._create_postgres()
+        elif not self.is_memory:
+            await self._create_sqlite_file()
+        self.engine = create_test_engine(self.url, allow_remote=self.allow_remote, **self.engine_options)
+        if self.is_memory:
+            await _build_schema(self.engine, self.schema, self.name)
+        await probe_isolation(self.engine)
+        if not self.is_memory:  # pooled connections belong to this event loop; tests bring their own
+            await self.engine.dispose()
+        return self.engine
+
+    async def drop(self, *, template: bool = True) -> None:
+        """Dispose the engine and drop the database (and the template), unless ``reuse`` is set."""
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self.reuse or self.is_memory:
+            return
+        if self.is_postgres:
+            async with self._admin() as admin:
+                await self._drop_owned(admin, self.name)
+                if template and self.template_name != self.name:
+                    await self._drop_owned(admin, self.template_name)
+        else:
+            self._remove_sqlite_file()
+
+    # -- PostgreSQL -------------------------------------------------------------------------------
+
+    def _admin(self) -> _AdminConnection:
+        return _AdminConnection(self.server_url, self.allow_remote)
+
+    async def _create_postgres(self) -> None:
+        fingerprint = self.fingerprint()
+        async with self._admin() as admin:
+            # One builder at a time across xdist workers; the lock ends with the connection.
+            await admin.execute(text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": self.template_name})
+            template_mark = await self._mark_of(admin, self.template_name)
+            wanted = f"{_MARK}; schema {fingerprint}"
+            fresh_template = (
+                self.recreate
+                or not (template_mark or "").startswith(wanted)
+                or (not self.reuse and template_mark != f"{wanted}; run {self.run_id}")
+            )
+            if fresh_template:
+                await self._drop_owned(admin, self.template_name)
+                await admin.execute(text(f'CREATE DATABASE "{self.template_name}"'))
+                await self._mark(admin, self.template_name, f"{fingerprint}; run {self.run_id}")
+                engine = create_test_engine(
+                    self.server_url.set(database=self.template_name), allow_remote=self.allow_remote, poolclass=NullPool
+                )
+                try:
+                    await _build_schema(engine, self.schema, self.template_name)
+                except SchemaError:
+                    await engine.dispose()
+                    await self._drop_owned(admin, self.template_name)
+                    raise
+                await engine.dispose()
+            if fresh_template or not self.reuse or await self._mark_of(admin, self.name) is None:
+                await self._drop_owned(admin, self.name)
+                await self._clone(admin)
+
+    async def _clone(self, admin: AsyncConnection) -> None:
+        await admin.execute(text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template_name}"'))
+        await self._mark(admin, self.name, self.fingerprint())
+
+    async def _mark(self, admin: AsyncConnection, name: str, details: str) -> None:
+        await admin.execute(text(f"COMMENT ON DATABASE \"{name}\" IS '{_MARK}; schema {details}'"))
+
+    async def _mark_of(self, admin: AsyncConnection, name: str) -> str | None:
+        """The database's harness mark; '' for a database harness did not create; None if absent."""
+        row = (
+            await admin.execute(
+                text("SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = :n"),
+                {"n": name},
+            )
+        ).first()
+        return None if row is None else str(row[0])
+
+    async def _drop_owned(self, admin: AsyncConnection, name: str) -> None:
+        mark = await self._mark_of(admin, name)
+        if mark is None:
+            return
+        if not mark.startswith(_MARK):
+            msg = (
+                f"Database {name!r} exists on the server but was not created by harness, so harness will not drop "
+                "or change it. Drop it yourself if it is disposable, or choose another test database name "
+                "(TestDatabase(name=...) or the harness_database_url setting)."
+            )
+            raise UnsafeDatabaseError(msg)
+        await admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+    # -- SQLite -----------------------------------------------------------------------------------
+
+    @property
+    def _sqlite_path(self) -> Path:
+        return Path(str(self.url.database))
+
+    @property
+    def _marker_path(self) -> Path:
+        return self._sqlite_path.with_name(self._sqlite_path.name + ".harness")
+
+    async def _create_sqlite_file(self) -> None:
+        path, fingerprint = self._sqlite_path, self.fingerprint()
+        if path.exists():
+            marker = json.loads(self._marker_path.read_text()) if self._marker_path.exists() else {}
+            if self.reuse and not self.recreate and marker.get("schema") == fingerprint:
+                return
+            self._remove_sqlite_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._marker_path.write_text(json.dumps({"mark": _MARK, "schema": fingerprint}))
+        engine = create_test_engine(self.url, poolclass=NullPool)
+        try:
+            await _build_schema(engine, self.schema, self.name)
+        except SchemaError:
+            self._remove_sqlite_file()
+            raise
+        finally:
+            await engine.dispose()
+
+    def _remove_sqlite_file(self) -> None:
+        path = self._sqlite_path
+        if not path.exists():
+            self._marker_path.unlink(missing_ok=True)
+            return
+        if not self._marker_path.exists():
+            msg = (
+                f"SQLite file {str(path)!r} exists but was not created by harness, so harness will not delete or "
+                "change it. Delete it yourself if it is disposable, or choose another test database name."
+            )
+            raise UnsafeDatabaseError(msg)
+        for leftover in (path, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal")):
+            leftover.unlink(missing_ok=True)
+        self._marker_path.unlink()
+
+
+class _AdminConnection:
+    """An AUTOCOMMIT connection to the server's maintenance database, for CREATE/DROP DATABASE."""
+
+    def __init__(self, server_url: URL, allow_remote: bool) -> None:
+        # The maintenance database is only read; check_test_database vets the host.
+        check_test_database(server_url.set(database=TEST_PREFIX + "admin"), allow_remote=allow_remote)
+        self.url = server_url.set(database="postgres")
+        self.engine = create_async_engine(
+            self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"timeout": 10}
+        )
+        self.connection: AsyncConnection | None = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        try:
+            self.connection = await self.engine.connect()
+        except (OSError, DBAPIError, asyncio.TimeoutError) as exc:
+            await self.engine.dispose()
+            where = f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
+            msg = (
+                f"Cannot connect to the PostgreSQL server at {where} ({type(exc).__name__}: {exc}). "
+                "Is the server running and is the URL right? For a throwaway local server run "
+                "`python .ci/postgres.py start` from a harness checkout, or start PostgreSQL your usual way."
+            )
+            raise DatabaseUnavailableError(msg) from exc
+        return self.connection
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        await self.engine.dispose()
+
+
+async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
+    try:
+        async with engine.begin() as connection:
+            if isinstance(schema, MetaData):
+                await connection.run_sync(schema.create_all)
+            elif schema is not None and inspect.iscoroutinefunction(schema):
+                await schema(connection)
+            elif schema is not None:
+                await connection.run_sync(schema)  # type: ignore[arg-type]
+    except Exception as exc:
+        what = "create_all" if isinstance(schema, MetaData) else getattr(schema, "__qualname__", repr(schema))
+        msg = (
+            f"Building the schema of test database {name!r} failed: {what} raised {type(exc).__name__}: {exc}. "
+            "Fix the schema callable (or the models); the half-built database was discarded."
+        )
+        raise SchemaError(msg) from exc
+
+

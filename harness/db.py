@@ -1,0 +1,641 @@
+"""Engines, sessions and rollback scopes for tests on SQLAlchemy asyncio.
+
+A rollback scope is SQLAlchemy's "Joining a Session into an External Transaction" recipe: one
+connection, one outer transaction that is always rolled back, and sessions joined to it with
+``join_transaction_mode="create_savepoint"`` so that ``commit()`` and ``rollback()`` in the code
+under test act on savepoints. harness adds the parts the recipe leaves to you: the SQLite driver
+fix without which committed rows leak, guards that stop code from escaping the transaction, and
+nesting for data shared by a class of tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import greenlet
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    AsyncTransaction,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, SessionTransaction
+
+from harness.exceptions import (
+    ConcurrentSessionError,
+    DatabaseConfigError,
+    IsolationError,
+    IsolationProbeError,
+    ScopeError,
+    UnsafeDatabaseError,
+)
+
+__all__ = [
+    "RollbackScope",
+    "bind_sessions",
+    "check_test_database",
+    "create_test_engine",
+    "normalize_url",
+    "probe_isolation",
+    "rollback_scope",
+]
+
+DEFAULT_URL = "sqlite+aiosqlite://"
+TEST_PREFIX = "test_"
+_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+_DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "harness[postgres]"}
+_BACKEND_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql"}
+_MEMORY_NAMES = {None, "", ":memory:"}
+
+# Statements that end or restart the outer test transaction when sent as raw SQL.
+_TRANSACTION_CONTROL = re.compile(
+    r"^\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b)|BEGIN|START\s+TRANSACTION|PREPARE\s+TRANSACTION)\b",
+    re.IGNORECASE,
+)
+_SAVEPOINT_STATEMENT = re.compile(
+    r"^\s*(SAVEPOINT|RELEASE|ROLLBACK)\s+(?:(?:WORK|TRANSACTION)\s+)?(?:TO\s+)?(?:SAVEPOINT\s+)?(\"[^\"]+\"|\w+)",
+    re.IGNORECASE,
+)
+_SCOPE_KEY = "harness.scope"
+_OWN_STATEMENT_KEY = "harness.own_statement"
+_SKIPPED_FILES = ("sqlalchemy", "greenlet", os.sep + "asyncio" + os.sep, "contextlib", os.path.dirname(__file__))
+
+
+# -- URLs ------------------------------------------------------------------------------------------
+
+
+def normalize_url(url: str | URL | None) -> URL:
+    """Return ``url`` as an async SQLAlchemy URL, choosing the async driver when none is named.
+
+    ``sqlite://`` becomes ``sqlite+aiosqlite://`` and ``postgresql://`` (or ``postgres://``)
+    becomes ``postgresql+asyncpg://``. ``None`` means the embedded default, in-memory SQLite.
+    Raises `DatabaseConfigError` for schemes and drivers harness does not support, and when the
+    driver is not installed.
+    """
+    raw = DEFAULT_URL if url is None else url
+    try:
+        parsed = make_url(raw)
+    except ArgumentError as exc:
+        msg = f"{str(raw)!r} is not a database URL. Use a URL such as 'sqlite+aiosqlite:///test_app.db' or 'postgresql+asyncpg://user@127.0.0.1:5432/app'."
+        raise DatabaseConfigError(msg) from exc
+    backend = _BACKEND_ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
+    driver = parsed.get_driver_name() if "+" in parsed.drivername else _DRIVERS.get(backend)
+    if backend not in _DRIVERS:
+        msg = f"Unsupported database URL scheme {parsed.drivername!r}. harness supports 'sqlite+aiosqlite' and 'postgresql+asyncpg'."
+        raise DatabaseConfigError(msg)
+    if driver != _DRIVERS[backend]:
+        msg = f"Unsupported driver {driver!r} for {backend}: harness tests run on SQLAlchemy asyncio with {_DRIVERS[backend]!r}. Use '{backend}+{_DRIVERS[backend]}://' in the URL."
+        raise DatabaseConfigError(msg)
+    _require_driver(_DRIVERS[backend])
+    return parsed.set(drivername=f"{backend}+{_DRIVERS[backend]}")
+
+
+def _require_driver(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError as exc:
+        msg = f"The {module!r} driver is not installed. Install it with: pip install '{_DRIVER_PACKAGES[module]}'"
+        raise DatabaseConfigError(msg) from exc
+
+
+def is_memory(url: URL) -> bool:
+    """Whether ``url`` names an in-memory SQLite database."""
+    return url.get_backend_name() == "sqlite" and (url.database in _MEMORY_NAMES or "mode=memory" in str(url))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.startswith("/"):  # a Unix socket directory is local too
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_test_database(url: str | URL, *, allow_remote: bool = False) -> URL:
+    """Refuse any database that harness must not write to; return the normalized URL.
+
+    A test database is an in-memory SQLite database, a SQLite file whose name starts with
+    ``test_``, or a PostgreSQL database whose name starts with ``test_`` on a loopback address.
+    ``allow_remote=True`` is the explicit opt-in for a server on another host.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not is_memory(parsed) and not Path(str(parsed.database)).name.startswith(TEST_PREFIX):
+            msg = (
+                f"Refusing to use SQLite file {parsed.database!r}: harness only writes to databases it created for tests, "
+                f"whose file name starts with {TEST_PREFIX!r}. Use ':memory:', a file such as 'test_app.db', "
+                "or let harness.TestDatabase create one."
+            )
+            raise UnsafeDatabaseError(msg)
+        return parsed
+    if not str(parsed.database or "").startswith(TEST_PREFIX):
+        msg = (
+            f"Refusing to use database {parsed.database!r}: harness only writes to databases it created for tests, "
+            f"whose name starts with {TEST_PREFIX!r}. Pass the server URL to harness.TestDatabase "
+            f"(or the harness_database_url setting), which creates and owns '{TEST_PREFIX}{parsed.database or 'harness'}'."
+        )
+        raise UnsafeDatabaseError(msg)
+    host = parsed.host or parsed.query.get("host") or os.environ.get("PGHOST") or "localhost"
+    hosts = [host] if isinstance(host, str) else list(host)
+    remote = [h for h in hosts if not _is_loopback(h)]
+    if remote and not allow_remote:
+        msg = (
+            f"Refusing to use database server {remote[0]!r}: it is not a loopback address, and tests should not "
+            "reach a shared server by accident. If this server is really a throwaway test server, opt in with "
+            "allow_remote=True (harness_allow_remote_database = true in the pytest configuration)."
+        )
+        raise UnsafeDatabaseError(msg)
+    return parsed
+
+
+# -- Engines ---------------------------------------------------------------------------------------
+
+
+def create_test_engine(
+    url: str | URL | None = None,
+    *,
+    allow_remote: bool = False,
+    lock_timeout: float | None = 5.0,
+    statement_timeout: float | None = 60.0,
+    **engine_options: Any,
+) -> AsyncEngine:
+    """Create an `AsyncEngine` for tests, with rollback isolation that holds on every backend.
+
+    The default is in-memory SQLite on aiosqlite. On SQLite, harness applies SQLAlchemy's fix for
+    SAVEPOINT and transactional DDL (it emits BEGIN itself) and turns on foreign keys; without the
+    fix a test's committed rows survive the rollback. On PostgreSQL (asyncpg) every connection gets
+    ``lock_timeout`` and ``statement_timeout`` (seconds; ``None`` turns one off), so a test blocked
+    by another connection fails with an explanation instead of hanging.
+
+    The URL must name a test database (see `check_test_database`); other keyword arguments go to
+    `sqlalchemy.ext.asyncio.create_async_engine`.
+
+    Usage::
+
+        engine = create_test_engine("postgresql+asyncpg://postgres@127.0.0.1/test_app")
+        async with rollback_scope(engine) as session:
+            ...
+    """
+    parsed = check_test_database(url if url is not None else DEFAULT_URL, allow_remote=allow_remote)
+    options: dict[str, Any] = dict(engine_options)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = dict(options.pop("connect_args", {}))
+        settings = {"application_name": "harness", **connect_args.pop("server_settings", {})}
+        for name, seconds in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
+            if seconds is not None:
+                settings.setdefault(name, f"{int(seconds * 1000)}ms")
+        options["connect_args"] = {"timeout": 10, **connect_args, "server_settings": settings}
+    engine = create_async_engine(parsed, **options)
+    if parsed.get_backend_name() == "sqlite":
+        _fix_sqlite_transactions(engine.sync_engine)
+    else:
+        event.listen(engine.sync_engine, "handle_error", _explain_timeouts)
+    _guard(engine.sync_engine)
+    return engine
+
+
+def _fix_sqlite_transactions(engine: Engine) -> None:
+    # SQLAlchemy's documented fix: sqlite3's legacy transaction control skips BEGIN before
+    # SAVEPOINT and DDL, so a released savepoint escapes the outer transaction and its rows leak.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("foreign_keys=ON", "journal_mode=MEMORY", "synchronous=OFF"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.info[_OWN_STATEMENT_KEY] = True
+        try:
+            connection.exec_driver_sql("BEGIN")
+        finally:
+            connection.info.pop(_OWN_STATEMENT_KEY, None)
+
+
+_TIMEOUT_NOTES = {
+    "55P03": (
+        "harness: the statement waited longer than lock_timeout for a row or table lock held by another "
+        "connection. Inside a test this is usually code that opened its own connection while the test's "
+        "transaction holds the lock: bind that code to the test with harness.bind_sessions(), or raise the "
+        "limit with create_test_engine(lock_timeout=...)."
+    ),
+    "57014": (
+        "harness: the statement ran longer than statement_timeout and PostgreSQL cancelled it. Raise the "
+        "limit with create_test_engine(statement_timeout=...) if the query is meant to be slow."
+    ),
+}
+
+
+def _explain_timeouts(context: Any) -> None:
+    code = getattr(context.original_exception, "sqlstate", None)
+    if code in _TIMEOUT_NOTES and context.sqlalchemy_exception is not None:
+        context.sqlalchemy_exception.add_note(_TIMEOUT_NOTES[code])
+
+
+# -- Guards ----------------------------------------------------------------------------------------
+
+
+def _caller_frames() -> list[tuple[str, int, str]]:
+    """The stack as (file, line, function), innermost first, cheap enough for every savepoint.
+
+    Inside SQLAlchemy's greenlet the awaiting coroutine's frames hang off the parent greenlet.
+    """
+    frames = []
+    frame = sys._getframe(1)
+    parent = greenlet.getcurrent().parent
+    while frame is not None:
+        frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+        if frame is None and parent is not None and parent.gr_frame is not None:
+            frame, parent = parent.gr_frame, None
+    return frames
+
+
+def _where(frames: list[tuple[str, int, str]]) -> str:
+    """The innermost frame of the code that called into SQLAlchemy, as 'file:line in function'."""
+    for filename, lineno, name in frames:
+        if not any(part in filename for part in _SKIPPED_FILES):
+            return f"{filename}:{lineno} in {name}"
+    return "an unknown place"
+
+
+def _caller() -> str:
+    return _where(_caller_frames())
+
+
+def _task_name() -> str:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return "no task"
+    return task.get_name() if task else "no task"
+
+
+@dataclass
+class _EngineGuard:
+    """Per-engine state: which connection belongs to an active scope."""
+
+    scopes: int = 0
+    opening: bool = False
+
+
+_guards: WeakKeyDictionary[Engine, _EngineGuard] = WeakKeyDictionary()
+
+
+def _guard(engine: Engine) -> _EngineGuard:
+    if engine in _guards:
+        return _guards[engine]
+    guard = _guards[engine] = _EngineGuard()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(_dbapi: Any, _record: Any, _proxy: Any) -> None:
+        if guard.scopes and not guard.opening:
+            msg = (
+                f"A second database connection was opened at {_caller()} while a rollback scope holds the test's "
+                "connection. Its writes would not be rolled back, and it cannot see the test's data. Bind the "
+                "code's sessionmaker or FastAPI dependency to the test with harness.bind_sessions(), or pass it "
+                "the test's session."
+            )
+            raise IsolationError(msg)
+
+    @event.listens_for(engine, "commit")
+    def _commit(connection: Connection) -> None:
+        scope = connection.info.get(_SCOPE_KEY)
+        if scope is not None and scope.active:
+            scope.fail(
+                IsolationError(
+                    f"The test's outer transaction was committed at {_caller()} (Connection.commit() on the "
+                    "scope's connection, for example through session.connection()). harness stopped the commit; "
+                    "call session.commit() instead, which releases a savepoint and keeps the test isolated."
+                )
+            )
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_execute(connection: Connection, _c: Any, statement: str, *_: Any) -> None:
+        scope = connection.info.get(_SCOPE_KEY)
+        if scope is None or not scope.active or connection.info.get(_OWN_STATEMENT_KEY):
+            return
+        savepoint = _SAVEPOINT_STATEMENT.match(statement)
+        if savepoint is not None:
+            verb, name = savepoint.group(1).upper(), savepoint.group(2).strip('"')
+            if verb == "SAVEPOINT":
+                scope.savepoints.append(_Savepoint(name, _task_name(), _caller_frames()))
+            else:
+                scope.end_savepoint(name, "released" if verb == "RELEASE" else "rolled back")
+        elif _TRANSACTION_CONTROL.match(statement):
+            scope.fail(
+                IsolationError(
+                    f"Raw SQL {statement.strip()!r} at {_caller()} would end the test's outer transaction and make "
+                    "its writes permanent. harness stopped it; use session.commit() / session.rollback() (or "
+                    "session.begin_nested()) so the test stays isolated."
+                )
+            )
+
+    return guard
+
+
+@dataclass
+class _Savepoint:
+    name: str
+    task: str
+    frames: list[tuple[str, int, str]]
+
+    @property
+    def where(self) -> str:
+        return _where(self.frames)
+
+
+# -- Rollback scopes -------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class RollbackScope:
+    """An async context manager that yields an `AsyncSession` whose work is always rolled back.
+
+    Made by `rollback_scope`; see there. ``connection`` is the scope's connection while it is
+    active; ``parent`` is the enclosing scope of a nested one.
+    """
+
+    bind: AsyncEngine | AsyncSession
+    session_options: dict[str, Any] = field(default_factory=dict)
+    parent: RollbackScope | None = None
+    connection: AsyncConnection | None = None
+    session: AsyncSession | None = None
+    active: bool = False
+    savepoints: list[_Savepoint] = field(default_factory=list)
+    _entered: bool = False
+    _closing: bool = False
+    _violation: IsolationError | None = None
+    _transaction: AsyncTransaction | None = None
+    _guard: _EngineGuard | None = None
+
+    def fail(self, error: IsolationError) -> None:
+        """Record an isolation violation, poison the connection and raise ``error`` now."""
+        root = self._root()
+        if root._violation is None:
+            root._violation = error
+        raise error
+
+    def end_savepoint(self, name: str, how: str) -> None:
+        """Track a savepoint's end; overlapping sessions end one that is not the innermost."""
+        root = self._root()
+        names = [s.name for s in root.savepoints]
+        if name not in names:
+            return
+        index = names.index(name)
+        above = root.savepoints[index + 1 :]
+        if above and not root._closing and root.active:
+            ended, still_open = root.savepoints[index], above[-1]
+            root.fail(
+                ConcurrentSessionError(
+                    f"Two sessions used the test's connection in overlapping transactions: savepoint {name} "
+                    f"(opened in task {ended.task!r} at {ended.where}) was {how} at {_caller()} while savepoint "
+                    f"{still_open.name} (opened in task {still_open.task!r} at {still_open.where}) was still open. "
+                    "Every session in a rollback scope shares one connection, so they cannot run concurrently "
+                    "(asyncio.gather over sessions). Run them one after another, or test concurrency with "
+                    "real commits on separate connections."
+                )
+            )
+        del root.savepoints[index:]
+
+    async def _rollback(self) -> None:
+        if self._transaction is not None and self._transaction.is_active and self._root()._violation is None:
+            await self._transaction.rollback()
+
+    def _root(self) -> RollbackScope:
+        return self.parent._root() if self.parent else self
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._entered:
+            msg = "This rollback scope was already used. Call rollback_scope() again for a new scope."
+            raise ScopeError(msg)
+        self._entered = True
+        if isinstance(self.bind, AsyncSession):
+            parent = self.bind.info.get(_SCOPE_KEY)
+            if not isinstance(parent, RollbackScope):
+                msg = "rollback_scope() takes an AsyncEngine, or the session of an enclosing rollback scope to nest in; this session belongs to no scope."
+                raise ScopeError(msg)
+            if not parent.active or parent.connection is None:
+                msg = "Cannot nest a rollback scope in a scope that has already ended."
+                raise ScopeError(msg)
+            self.parent, self.connection = parent, parent.connection
+            self._transaction = await self.connection.begin_nested()
+        elif isinstance(self.bind, AsyncEngine):
+            self._guard = _guard(self.bind.sync_engine)
+            self._guard.opening = True
+            try:
+                self.connection = await self.bind.connect()
+            finally:
+                self._guard.opening = False
+            self._transaction = await self.connection.begin()
+            self.connection.info[_SCOPE_KEY] = self
+            self._guard.scopes += 1
+        else:
+            msg = f"rollback_scope() takes an AsyncEngine or a scope's AsyncSession, got {type(self.bind).__name__}."
+            raise TypeError(msg)
+        self.active = True
+        self.session = self.new_session()
+        return self.session
+
+    def new_session(self, **options: Any) -> AsyncSession:
+        """A new `AsyncSession` joined to this scope's transaction."""
+        if not self.active or self.connection is None:
+            msg = "The rollback scope has ended; its connection is gone. Open a new scope with rollback_scope()."
+            raise ScopeError(msg)
+        kwargs = {"expire_on_commit": False, **self.session_options, **options}
+        session = AsyncSession(
+            bind=self.connection, join_transaction_mode="create_savepoint", sync_session_class=_ScopeSession, **kwargs
+        )
+        session.info[_SCOPE_KEY] = self
+        return session
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        root = self._root()
+        self._closing = root._closing = True
+        connection = self.connection
+        assert connection is not None
+        try:
+            if self.parent is None:
+                # The outer ROLLBACK discards the sessions' savepoints too: rolling it back first
+                # saves the session a ROLLBACK TO SAVEPOINT round trip on close.
+                await self._rollback()
+            if self.session is not None:
+                await self.session.close()
+            await self._rollback()
+        finally:
+            self.active = False
+            if self.parent is None:
+                root._closing = False
+                connection.info.pop(_SCOPE_KEY, None)
+                if self._guard is not None:
+                    self._guard.scopes -= 1
+                if self._violation is not None:
+                    # The connection's transaction state is unknown after a stopped commit: closing the
+                    # DBAPI connection is the one way that always rolls back on the server.
+                    await connection.invalidate()
+                await connection.close()
+            else:
+                root._closing = False
+        if root._violation is not None and exc is None and self.parent is None:
+            raise root._violation
+
+
+class _ScopeSession(Session):
+    """The sync session behind a scope's AsyncSession; refuses work after the scope ended."""
+
+
+@event.listens_for(_ScopeSession, "after_transaction_create")
+def _check_scope_active(session: Session, transaction: SessionTransaction) -> None:
+    scope = session.info.get(_SCOPE_KEY)
+    if scope is not None and not scope.active and transaction.parent is None and not scope._closing:
+        msg = (
+            "A session of a rollback scope was used after the scope ended. Use it only inside "
+            "`async with rollback_scope(...)`; under pytest, do not keep db_session beyond its test."
+        )
+        raise ScopeError(msg)
+
+
+def rollback_scope(bind: AsyncEngine | AsyncSession, **session_options: Any) -> RollbackScope:
+    """Open a scope whose session's work is rolled back on exit, even if the code commits.
+
+    With an `AsyncEngine`, the scope checks out one connection, begins the outer transaction and
+    yields an `AsyncSession` joined to it with ``join_transaction_mode="create_savepoint"``: the
+    session's ``commit()`` and ``rollback()`` act on savepoints, and on exit everything is rolled
+    back and the connection returned. With the session of an active scope, the new scope nests
+    inside it in a savepoint: data made in the outer scope (shared by a class of tests) is seen by
+    the inner one, whose own work is discarded on exit.
+
+    While a scope is active, harness stops code that would escape it: a commit of the outer
+    transaction, raw ``COMMIT``/``ROLLBACK``/``BEGIN``, a second connection from the same engine,
+    and sessions whose transactions overlap on the shared connection. Each raises an
+    `IsolationError` where it happens, and again when the scope exits if the code swallowed it.
+
+    Usage::
+
+        async with rollback_scope(engine) as class_session:
+            class_session.add(Campaign(name="shared"))
+            await class_session.flush()
+            async with rollback_scope(class_session) as session:
+                ...  # sees the campaign; its own rows vanish at exit
+    """
+    return RollbackScope(bind, dict(session_options))
+
+
+def scope_of(session: AsyncSession) -> RollbackScope:
+    """The active rollback scope that ``session`` belongs to."""
+    scope = session.info.get(_SCOPE_KEY)
+    if not isinstance(scope, RollbackScope):
+        msg = "This session does not belong to a rollback scope. Pass the session yielded by rollback_scope() (db_session under pytest)."
+        raise ScopeError(msg)
+    if not scope.active:
+        msg = "The rollback scope of this session has ended. Bind inside `async with rollback_scope(...)`."
+        raise ScopeError(msg)
+    return scope
+
+
+@contextlib.contextmanager
+def bind_sessions(
+    session: AsyncSession,
+    *sessionmakers: async_sessionmaker[Any],
+    app: Any = None,
+    dependencies: Iterable[Callable[..., Any]] = (),
+) -> Iterator[None]:
+    """Point the application's own session factories at a rollback scope; restore them on exit.
+
+    Each ``async_sessionmaker`` is reconfigured to make sessions joined to the scope's transaction
+    (so the app's ``commit()`` becomes a savepoint release), and each FastAPI-style dependency in
+    ``dependencies`` is overridden in ``app.dependency_overrides`` with one that yields such a
+    session per request. What the app writes is visible to ``session`` and gone after the scope.
+
+    Usage::
+
+        async with rollback_scope(engine) as session:
+            with bind_sessions(session, app_sessionmaker, app=app, dependencies=[get_db]):
+                await service.run()
+    """
+    scope = scope_of(session)
+    for maker in sessionmakers:
+        if not isinstance(maker, async_sessionmaker):
+            msg = f"bind_sessions() binds async_sessionmaker objects, got {type(maker).__name__}. Pass the app's async_sessionmaker(...)."
+            raise TypeError(msg)
+    dependencies = list(dependencies)
+    if dependencies and not hasattr(app, "dependency_overrides"):
+        msg = "bind_sessions(dependencies=...) needs app=<the FastAPI app> whose dependency_overrides it sets."
+        raise TypeError(msg)
+    saved = [(maker, dict(maker.kw)) for maker in sessionmakers]
+    overrides: dict[Any, Any] = app.dependency_overrides if dependencies else {}
+    saved_overrides = dict(overrides)
+
+    async def _scoped_session() -> AsyncIterator[AsyncSession]:
+        async with scope.new_session() as request_session:
+            yield request_session
+
+    for maker in sessionmakers:
+        maker.configure(bind=scope.connection, join_transaction_mode="create_savepoint")
+    for dependency in dependencies:
+        overrides[dependency] = _scoped_session
+    try:
+        yield
+    finally:
+        for maker, kw in saved:
+            maker.kw.clear()
+            maker.kw.update(kw)
+        overrides.clear()
+        overrides.update(saved_overrides)
+
+
+# -- Start-up probe --------------------------------------------------------------------------------
+
+_PROBE_TABLE = "harness_isolation_probe"
+
+
+async def probe_isolation(engine: AsyncEngine) -> None:
+    """Check that a commit inside a rollback scope really is rolled back on this engine.
+
+    Creates a scratch table, commits a row in a scope, ends the scope and counts the rows from a
+    fresh connection. Raises `IsolationProbeError` if the row survived (a driver that leaks).
+    """
+    async with engine.begin() as connection:
+        await connection.execute(text(f"CREATE TABLE IF NOT EXISTS {_PROBE_TABLE} (id INTEGER)"))
+    try:
+        async with rollback_scope(engine) as session:
+            await session.execute(text(f"INSERT INTO {_PROBE_TABLE} (id) VALUES (1)"))
+            await session.commit()
+            async with session.begin_nested():
+                await session.execute(text(f"INSERT INTO {_PROBE_TABLE} (id) VALUES (2)"))
+            await session.commit()
+        async with engine.connect() as connection:
+            leaked = (await connection.execute(text(f"SELECT count(*) FROM {_PROBE_TABLE}"))).scalar_one()
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"DROP TABLE IF EXISTS {_PROBE_TABLE}"))
+    if leaked:
+        msg = (
+            f"Test isolation is broken on {engine.url.render_as_string(hide_password=True)!r}: {leaked} row(s) "
+            "committed inside a rollback scope were still there after the scope rolled back. Create the engine "
+            "with harness.create_test_engine(), which applies the driver fixes, instead of create_async_engine()."
+        )
+        raise IsolationProbeError(msg)
+

@@ -1,0 +1,62 @@
+"""Exceptions raised by harness.
+
+    HarnessError
+    ├── DatabaseConfigError (also ValueError)  bad URL, missing driver, unknown option
+    │   └── UnsafeDatabaseError                not a test database, or not on loopback
+    ├── DatabaseUnavailableError               the server cannot be reached
+    ├── SchemaError                            the schema callable (or create_all) failed
+    ├── ScopeError                             a rollback scope used after it ended
+    └── IsolationError                         code under test escaped the test transaction
+        ├── ConcurrentSessionError             sessions overlapped on the shared test connection
+        └── IsolationProbeError                the driver leaks committed rows past a rollback
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrentSessionError",
+    "DatabaseConfigError",
+    "DatabaseUnavailableError",
+    "HarnessError",
+    "IsolationError",
+    "IsolationProbeError",
+    "SchemaError",
+    "ScopeError",
+    "UnsafeDatabaseError",
+]
+
+
+class HarnessError(Exception):
+    """Base class of every error harness raises on purpose."""
+
+
+class DatabaseConfigError(HarnessError, ValueError):
+    """The database configuration cannot work: unknown URL scheme, missing driver, bad option."""
+
+
+class UnsafeDatabaseError(DatabaseConfigError):
+    """harness refuses a database it did not create for tests, or a server that is not on loopback."""
+
+
+class DatabaseUnavailableError(HarnessError):
+    """The database server cannot be reached."""
+
+
+class SchemaError(HarnessError):
+    """Building the test schema failed."""
+
+
+class ScopeError(HarnessError):
+    """A rollback scope (or its session) was used outside its lifetime."""
+
+
+class IsolationError(HarnessError):
+    """Code under test did something that would make a test's writes permanent."""
+
+
+class ConcurrentSessionError(IsolationError):
+    """Two sessions used the shared test connection in overlapping transactions."""
+
+
+class IsolationProbeError(IsolationError):
+    """The start-up probe saw a committed row survive the rollback of its scope."""

@@ -1,0 +1,192 @@
+"""The pytest plugin: command-line options, ini keys and fixtures over harness's library API.
+
+Fixture layers (override the ``harness_*`` ones in conftest.py)::
+
+    harness_database_url  harness_schema  harness_engine_options     session · configuration
+        └── harness_database                                         session · TestDatabase, built once
+              └── db_engine                                          function · its AsyncEngine
+                    └── db_session                                   function · AsyncSession in a rollback scope
+
+``harness_database`` is a plain (synchronous) session fixture: the database is built on a private
+event loop, so it works whatever loop scope pytest-asyncio gives the tests. ``db_engine`` and
+``db_session`` run in the loop of async fixtures (``asyncio_default_fixture_loop_scope``); a test
+that runs in another loop is a start-up error, because a connection cannot move between loops.
+asyncpg connections are closed when their loop ends: per test with function-scoped loops, once
+per session with a session loop (the fast setting on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from harness.databases import Schema, TestDatabase, run_sync
+from harness.db import rollback_scope
+from harness.exceptions import HarnessError
+
+_NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
+_LOOP_SCOPES = ("function", "class", "module", "package", "session")
+_LOOP_MISMATCH = """\
+{nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_engine and db_session run in the \
+{fixture_scope!r}-scoped loop of async fixtures, and a database connection cannot move between event loops.
+Give fixtures and tests the same loop: set asyncio_default_fixture_loop_scope = "{test_scope}" (and \
+asyncio_default_test_loop_scope = "{test_scope}") in your pytest configuration, or remove loop_scope from the \
+test's asyncio marker."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "harness: async integration tests")
+    group.addoption(
+        "--harness-database-url",
+        help="Server (PostgreSQL) or file (SQLite) URL the test database is derived from. "
+        "Default: the harness_database_url ini key, then $HARNESS_DATABASE_URL, then a SQLite file per worker.",
+    )
+    group.addoption(
+        "--harness-reuse-db",
+        action="store_true",
+        help="Keep the test database after the run and reuse it next time if the schema is unchanged.",
+    )
+    group.addoption(
+        "--harness-create-db",
+        action="store_true",
+        help="Rebuild the test database even when --harness-reuse-db would keep it.",
+    )
+    parser.addini("harness_database_url", "Default for --harness-database-url.")
+    parser.addini("harness_database_name", "Test database name (test_ is prepended). Default: from the URL or rootdir.")
+    parser.addini(
+        "harness_allow_remote_database",
+        "Allow a database server that is not on a loopback address.",
+        type="bool",
+        default=False,
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    fixture_scope = _fixture_loop_scope(config)
+    for item in items:
+        if not {"db_engine", "db_session"} & set(getattr(item, "fixturenames", ())):
+            continue
+        if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            continue
+        test_scope = _test_loop_scope(item)
+        if test_scope != fixture_scope:
+            raise pytest.UsageError(
+                _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
+            )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    item.stash[_NEXT_ITEM] = nextitem
+
+
+@pytest.fixture(scope="session")
+def harness_database_url(pytestconfig: pytest.Config) -> str | None:
+    """The URL the test database is derived from; None means a SQLite file per worker."""
+    url = (
+        pytestconfig.getoption("--harness-database-url")
+        or pytestconfig.getini("harness_database_url")
+        or os.environ.get("HARNESS_DATABASE_URL")
+    )
+    return str(url) if url else None
+
+
+@pytest.fixture(scope="session")
+def harness_schema() -> Schema:
+    """What builds the test schema: override it to return your models' MetaData or a callable."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def harness_engine_options() -> dict[str, Any]:
+    """Keyword arguments for create_test_engine(); override to change pool, echo or timeouts."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def harness_database(
+    pytestconfig: pytest.Config,
+    harness_database_url: str | None,
+    harness_schema: Schema,
+    harness_engine_options: dict[str, Any],
+) -> Iterator[TestDatabase]:
+    """The TestDatabase of this run (one per xdist worker), built once; its engine is db_engine."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    try:
+        database = TestDatabase(
+            harness_database_url,
+            schema=harness_schema,
+            name=pytestconfig.getini("harness_database_name") or _default_name(pytestconfig, harness_database_url),
+            worker=worker,
+            reuse=bool(pytestconfig.getoption("--harness-reuse-db")),
+            recreate=bool(pytestconfig.getoption("--harness-create-db")),
+            allow_remote=bool(pytestconfig.getini("harness_allow_remote_database")),
+            engine_options=harness_engine_options,
+        )
+        run_sync(database.create())
+    except HarnessError as exc:
+        pytest.exit(f"harness could not set up the test database: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    yield database
+    # Under xdist other workers may still clone the template; it is rebuilt at the next run.
+    run_sync(database.drop(template=worker is None))
+
+
+@pytest.fixture
+async def db_engine(request: pytest.FixtureRequest, harness_database: TestDatabase) -> AsyncIterator[AsyncEngine]:
+    """The AsyncEngine of the test database; its pooled connections live as long as the event loop."""
+    engine = harness_database.engine
+    assert engine is not None
+    yield engine
+    if engine.dialect.driver == "asyncpg" and not _next_test_shares_loop(request):
+        await engine.dispose()  # asyncpg connections cannot outlive their event loop
+
+
+@pytest.fixture
+async def db_session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """An AsyncSession in a rollback scope: whatever the test writes, even committed, is gone after it."""
+    async with rollback_scope(db_engine) as session:
+        yield session
+
+
+def _default_name(config: pytest.Config, url: str | None) -> str | None:
+    if url:
+        return None  # the URL's database name
+    return re.sub(r"[^a-z0-9_]", "_", config.rootpath.name.lower()) or "harness"
+
+
+def _fixture_loop_scope(config: pytest.Config) -> str:
+    scope = config.getini("asyncio_default_fixture_loop_scope")
+    return str(scope) if scope in _LOOP_SCOPES else "function"
+
+
+def _test_loop_scope(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("asyncio")
+    scope = marker.kwargs.get("loop_scope") if marker else None
+    return str(scope or item.config.getini("asyncio_default_test_loop_scope") or "function")
+
+
+def _loop_owner(item: pytest.Item, scope: str) -> str:
+    """The node whose lifetime bounds a loop of ``scope`` for ``item``."""
+    node_type = {"class": pytest.Class, "module": pytest.Module, "package": pytest.Package}.get(scope)
+    if scope == "session":
+        return ""
+    if node_type is None:
+        return item.nodeid
+    parent = item.getparent(node_type)
+    return parent.nodeid if parent is not None else item.nodeid
+
+
+def _next_test_shares_loop(request: pytest.FixtureRequest) -> bool:
+    item = request.node
+    if not isinstance(item, pytest.Item):
+        return False
+    nextitem = item.stash.get(_NEXT_ITEM, None)
+    scope = _fixture_loop_scope(item.config)
+    return nextitem is not None and scope != "function" and _loop_owner(item, scope) == _loop_owner(nextitem, scope)

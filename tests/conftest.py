@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import itertools
+import textwrap
+
+import pytest
+from sqlalchemy import MetaData, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from harness.databases import TestDatabase
+from tests.models import Base, Campaign, Contact
+
+_inner_runs = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def harness_schema() -> MetaData:
+    return Base.metadata
+
+
+@pytest.fixture(scope="session")
+def on_postgres(harness_database: TestDatabase) -> bool:
+    return harness_database.is_postgres
+
+
+@pytest.fixture
+def harness_pytester(
+    pytester: pytest.Pytester, pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """pytester with a fixed ini, the outer run's database server and a database name of its own."""
+    name = f"inner_{next(_inner_runs)}"
+    pytester.makeini(
+        textwrap.dedent(
+            f"""
+            [pytest]
+            asyncio_mode = auto
+            asyncio_default_fixture_loop_scope = function
+            filterwarnings = error
+            harness_database_name = {name}
+            """
+        )
+    )
+    url = pytestconfig.getoption("--harness-database-url")
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    if url:
+        monkeypatch.setenv("HARNESS_DATABASE_URL", url)
+    else:
+        monkeypatch.delenv("HARNESS_DATABASE_URL", raising=False)
+    return pytester
+
+
+async def count_rows(engine: AsyncEngine) -> dict[str, int]:
+    """Rows per table, read on a fresh connection outside any scope."""
+    async with engine.connect() as connection:
+        return {
+            "campaigns": (await connection.execute(select(func.count()).select_from(Campaign))).scalar_one(),
+            "contacts": (await connection.execute(select(func.count()).select_from(Contact))).scalar_one(),
+        }

@@ -1,0 +1,537 @@
+"""harness.db without pytest machinery: URLs, safety checks, rollback scopes and their guards.
+
+The scope tests run on the backend of the run (SQLite by default, PostgreSQL with
+--harness-database-url), through the engine of the test database that the plugin built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from harness import bind_sessions, create_test_engine, probe_isolation, rollback_scope
+from harness.db import check_test_database, normalize_url
+from harness.exceptions import (
+    ConcurrentSessionError,
+    DatabaseConfigError,
+    IsolationError,
+    IsolationProbeError,
+    ScopeError,
+    UnsafeDatabaseError,
+)
+from tests.conftest import count_rows
+from tests.models import Campaign, Contact
+
+CLEAN = {"campaigns": 0, "contacts": 0}
+
+
+async def assert_clean(engine: AsyncEngine) -> None:
+    assert await count_rows(engine) == CLEAN
+    assert engine.sync_engine.pool.checkedout() == 0
+
+
+# -- URLs and safety ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("sqlite:///test_app.db", "sqlite+aiosqlite:///test_app.db"),
+        ("postgresql://u@127.0.0.1/test_app", "postgresql+asyncpg://u@127.0.0.1/test_app"),
+        ("postgres://u@localhost/test_app", "postgresql+asyncpg://u@localhost/test_app"),
+        (None, "sqlite+aiosqlite://"),
+    ],
+)
+def test_normalize_url_picks_the_async_driver(url: str | None, expected: str) -> None:
+    """A URL without a driver gets harness's async driver for its backend."""
+    assert normalize_url(url).render_as_string() == expected
+
+
+def test_unknown_scheme_is_refused_with_the_supported_ones() -> None:
+    """An unsupported database names what harness supports."""
+    with pytest.raises(DatabaseConfigError) as excinfo:
+        normalize_url("mysql://u@127.0.0.1/test_app")
+    assert excinfo.value.args == (
+        "Unsupported database URL scheme 'mysql'. harness supports 'sqlite+aiosqlite' and 'postgresql+asyncpg'.",
+    )
+
+
+def test_sync_driver_is_refused_with_the_async_one() -> None:
+    """A sync driver in the URL is an error that names the async driver to use."""
+    with pytest.raises(DatabaseConfigError) as excinfo:
+        normalize_url("postgresql+psycopg2://u@127.0.0.1/test_app")
+    assert excinfo.value.args == (
+        "Unsupported driver 'psycopg2' for postgresql: harness tests run on SQLAlchemy asyncio with 'asyncpg'. "
+        "Use 'postgresql+asyncpg://' in the URL.",
+    )
+
+
+def test_text_that_is_not_a_url_is_refused() -> None:
+    """Garbage in the URL setting is reported with an example of a good URL."""
+    with pytest.raises(DatabaseConfigError, match=r"^'not a url' is not a database URL\. Use a URL such as"):
+        normalize_url("not a url")
+
+
+def test_missing_driver_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without asyncpg installed, the error names the extra that brings it."""
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    with pytest.raises(DatabaseConfigError) as excinfo:
+        normalize_url("postgresql://u@127.0.0.1/test_app")
+    assert excinfo.value.args == (
+        "The 'asyncpg' driver is not installed. Install it with: pip install 'harness[postgres]'",
+    )
+
+
+def test_database_not_named_for_tests_is_refused() -> None:
+    """harness will not touch a PostgreSQL database whose name does not start with test_."""
+    with pytest.raises(UnsafeDatabaseError) as excinfo:
+        check_test_database("postgresql://u@127.0.0.1/app")
+    assert excinfo.value.args == (
+        "Refusing to use database 'app': harness only writes to databases it created for tests, whose name starts "
+        "with 'test_'. Pass the server URL to harness.TestDatabase (or the harness_database_url setting), which "
+        "creates and owns 'test_app'.",
+    )
+
+
+def test_sqlite_file_not_named_for_tests_is_refused() -> None:
+    """A SQLite file is only used when its name starts with test_."""
+    with pytest.raises(UnsafeDatabaseError, match=r"^Refusing to use SQLite file '/data/app\.db'"):
+        check_test_database("sqlite:////data/app.db")
+    check_test_database("sqlite:////data/test_app.db")
+    check_test_database("sqlite://")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]"])
+def test_loopback_servers_are_accepted(host: str) -> None:
+    """Loopback hosts need no opt-in."""
+    assert check_test_database(f"postgresql://u@{host}:5432/test_app").database == "test_app"
+
+
+def test_unix_socket_is_accepted() -> None:
+    """A Unix socket directory counts as local."""
+    check_test_database("postgresql://u@/test_app?host=/var/run/postgresql")
+
+
+def test_remote_server_needs_an_explicit_opt_in() -> None:
+    """A non-loopback host is refused unless allow_remote=True."""
+    with pytest.raises(UnsafeDatabaseError) as excinfo:
+        check_test_database("postgresql://u@db.example.com/test_app")
+    assert excinfo.value.args == (
+        "Refusing to use database server 'db.example.com': it is not a loopback address, and tests should not reach "
+        "a shared server by accident. If this server is really a throwaway test server, opt in with "
+        "allow_remote=True (harness_allow_remote_database = true in the pytest configuration).",
+    )
+    assert check_test_database("postgresql://u@10.0.0.5/test_app", allow_remote=True).host == "10.0.0.5"
+
+
+def test_create_test_engine_refuses_a_non_test_database() -> None:
+    """The engine builder applies the same safety check."""
+    with pytest.raises(UnsafeDatabaseError):
+        create_test_engine("sqlite:///app.db")
+
+
+# -- The isolation matrix ----------------------------------------------------------------------------
+
+
+async def app_commits(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    session.add(Campaign(name="committed", contacts=[Contact(phone="+15550000001")]))
+    await session.commit()
+    assert (await session.scalars(select(Campaign.name))).all() == ["committed"]
+
+
+async def app_rolls_back(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    session.add(Campaign(name="kept"))
+    await session.commit()
+    session.add(Campaign(name="discarded"))
+    await session.rollback()
+    assert (await session.scalars(select(Campaign.name))).all() == ["kept"]
+
+
+async def app_nests_savepoints(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    async with session.begin_nested():
+        session.add(Campaign(name="outer"))
+        nested = await session.begin_nested()
+        session.add(Campaign(name="inner"))
+        await session.flush()
+        await nested.rollback()
+    await session.commit()
+    assert (await session.scalars(select(Campaign.name))).all() == ["outer"]
+
+
+async def integrity_error_in_begin(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    session.add(Contact(phone="+15550000002"))
+    await session.commit()
+    with pytest.raises(IntegrityError):
+        async with session.begin():
+            session.add(Contact(phone="+15550000002"))
+            await session.flush()
+    assert (await session.scalars(select(Contact.phone))).all() == ["+15550000002"]
+
+
+async def app_uses_its_own_sessionmaker(session: AsyncSession, maker: async_sessionmaker[AsyncSession]) -> None:
+    with bind_sessions(session, maker):
+        async with maker() as app_session:
+            app_session.add(Campaign(name="from the app"))
+            await app_session.commit()
+    assert (await session.scalars(select(Campaign.name))).all() == ["from the app"]
+
+
+async def raw_sql_writes(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    await session.execute(text("INSERT INTO campaigns (name, daily_limit) VALUES ('raw', 5)"))
+    await session.commit()
+    assert (await session.execute(text("SELECT count(*) FROM campaigns"))).scalar_one() == 1
+
+
+async def ddl_inside_the_test(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    await session.execute(text("CREATE TABLE scratch (id INTEGER)"))
+    await session.execute(text("INSERT INTO scratch (id) VALUES (1)"))
+    await session.commit()
+    session.add(Campaign(name="with ddl"))
+    await session.commit()
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_fails_mid_transaction(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+    session.add(Campaign(name="half done"))
+    await session.flush()
+    raise Boom
+
+
+CASES: list[Callable[[AsyncSession, async_sessionmaker[AsyncSession]], Awaitable[None]]] = [
+    app_commits,
+    app_rolls_back,
+    app_nests_savepoints,
+    integrity_error_in_begin,
+    app_uses_its_own_sessionmaker,
+    raw_sql_writes,
+    ddl_inside_the_test,
+    test_fails_mid_transaction,
+]
+test_fails_mid_transaction.__test__ = False  # type: ignore[attr-defined]
+
+
+async def run_case(engine: AsyncEngine, case: Callable[..., Awaitable[None]]) -> None:
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with rollback_scope(engine) as session:
+            await case(session, maker)
+    except Boom:
+        pass
+    await assert_clean(engine)
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda c: c.dialect.get_table_names(c))
+    assert "scratch" not in tables
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+async def test_nothing_leaks_after(db_engine: AsyncEngine, case: Callable[..., Awaitable[None]]) -> None:
+    """Whatever the code under test does to its transaction, no row and no connection outlives the scope."""
+    await run_case(db_engine, case)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_nothing_leaks_in_a_shuffled_order(db_engine: AsyncEngine, seed: int) -> None:
+    """The matrix stays clean in any order: no case depends on a clean-up done by another."""
+    cases = CASES.copy()
+    random.Random(seed).shuffle(cases)
+    for case in cases:
+        await run_case(db_engine, case)
+
+
+# -- Guards ------------------------------------------------------------------------------------------
+
+
+async def test_commit_of_the_outer_transaction_is_stopped(db_engine: AsyncEngine) -> None:
+    """Connection.commit() through session.connection() raises where it happens and commits nothing."""
+    with pytest.raises(IsolationError) as excinfo:
+        async with rollback_scope(db_engine) as session:
+            session.add(Campaign(name="escapes?"))
+            await session.flush()
+            connection = await session.connection()
+            await connection.commit()
+    message = str(excinfo.value)
+    assert message.startswith(f"The test's outer transaction was committed at {__file__}:")
+    assert "call session.commit() instead" in message
+    await assert_clean(db_engine)
+
+
+@pytest.mark.parametrize("statement", ["COMMIT", "commit", "END", "ROLLBACK", "BEGIN"])
+async def test_raw_transaction_control_is_stopped(db_engine: AsyncEngine, statement: str) -> None:
+    """Raw COMMIT/END/ROLLBACK/BEGIN would end the outer transaction: harness refuses to send them."""
+    with pytest.raises(IsolationError, match=rf"^Raw SQL '{statement}' at {__file__}:\d+ in "):
+        async with rollback_scope(db_engine) as session:
+            session.add(Campaign(name="escapes?"))
+            await session.flush()
+            await session.execute(text(statement))
+    await assert_clean(db_engine)
+
+
+async def test_raw_savepoints_are_allowed(db_engine: AsyncEngine) -> None:
+    """SAVEPOINT / ROLLBACK TO stay inside the outer transaction, so they pass."""
+    async with rollback_scope(db_engine) as session:
+        await session.execute(text("SAVEPOINT mine"))
+        session.add(Campaign(name="undone"))
+        await session.flush()
+        await session.execute(text("ROLLBACK TO SAVEPOINT mine"))
+        assert (await session.scalars(select(Campaign))).all() == []
+    await assert_clean(db_engine)
+
+
+async def test_second_connection_is_stopped(db_engine: AsyncEngine) -> None:
+    """Code that opens its own connection during a scope is told how to bind it instead."""
+    with pytest.raises(IsolationError) as excinfo:
+        async with rollback_scope(db_engine) as session:
+            session.add(Campaign(name="x"))
+            await session.flush()
+            async with db_engine.connect() as other:
+                await other.execute(text("SELECT 1"))
+    assert str(excinfo.value).startswith(f"A second database connection was opened at {__file__}:")
+    assert "harness.bind_sessions()" in str(excinfo.value)
+    await assert_clean(db_engine)
+
+
+async def test_swallowed_violation_fails_at_scope_exit(db_engine: AsyncEngine) -> None:
+    """If the code catches harness's error, the scope raises it again when it ends."""
+    with pytest.raises(IsolationError, match="^Raw SQL 'COMMIT'"):
+        async with rollback_scope(db_engine) as session:
+            try:
+                await session.execute(text("COMMIT"))
+            except IsolationError:
+                pass
+    await assert_clean(db_engine)
+
+
+async def test_concurrent_sessions_get_one_clear_error(db_engine: AsyncEngine) -> None:
+    """asyncio.gather over sessions on the shared connection names the overlap and the fix."""
+
+    async def import_contacts(maker: async_sessionmaker[AsyncSession], prefix: str) -> None:
+        async with maker() as app_session:
+            for n in range(3):
+                app_session.add(Contact(phone=f"+1{prefix}{n:07d}"))
+                await app_session.flush()
+            await app_session.commit()
+
+    maker = async_sessionmaker(expire_on_commit=False)
+    with pytest.raises(ConcurrentSessionError) as excinfo:
+        async with rollback_scope(db_engine) as session:
+            with bind_sessions(session, maker):
+                await asyncio.gather(import_contacts(maker, "555"), import_contacts(maker, "556"))
+    message = str(excinfo.value)
+    assert message.startswith("Two sessions used the test's connection in overlapping transactions: savepoint ")
+    assert "(asyncio.gather over sessions). Run them one after another" in message
+    await assert_clean(db_engine)
+
+
+async def test_sequential_sessions_on_the_shared_connection_are_fine(db_engine: AsyncEngine) -> None:
+    """The overlap guard does not fire for sessions used one after another."""
+    async with rollback_scope(db_engine) as session:
+        maker = async_sessionmaker(expire_on_commit=False)
+        with bind_sessions(session, maker):
+            for name in ("a", "b"):
+                async with maker() as app_session:
+                    app_session.add(Campaign(name=name))
+                    await app_session.commit()
+        assert len((await session.scalars(select(Campaign))).all()) == 2
+    await assert_clean(db_engine)
+
+
+async def test_objects_stay_usable_after_commit(db_engine: AsyncEngine) -> None:
+    """After commit(), attributes load without MissingGreenlet: the scope's session does not expire them."""
+    async with rollback_scope(db_engine) as session:
+        campaign = Campaign(name="readable", contacts=[Contact(phone="+15550000003")])
+        session.add(campaign)
+        await session.commit()
+        assert (campaign.id, campaign.name, campaign.contacts[0].phone) == (campaign.id, "readable", "+15550000003")
+        assert campaign.id is not None
+
+
+# -- Nesting -----------------------------------------------------------------------------------------
+
+
+async def test_nested_scope_sees_shared_data_and_discards_its_own(db_engine: AsyncEngine) -> None:
+    """Class-level data made in the outer scope is visible in each inner scope, whose work vanishes."""
+    async with rollback_scope(db_engine) as class_session:
+        shared = Campaign(name="shared")
+        class_session.add(shared)
+        await class_session.commit()
+        for test in ("first", "second"):
+            async with rollback_scope(class_session) as session:
+                fresh = await session.get(Campaign, shared.id)
+                assert fresh is not None and fresh is not shared  # a fresh instance per test
+                assert (await session.scalars(select(Campaign.name))).all() == ["shared"]
+                fresh.name = f"renamed in {test}"
+                session.add(Contact(phone=f"+1555{test}"))
+                await session.commit()
+        async with rollback_scope(class_session) as session:
+            assert (await session.scalars(select(Campaign.name))).all() == ["shared"]
+            assert (await session.scalars(select(Contact))).all() == []
+    await assert_clean(db_engine)
+
+
+# -- Misuse ------------------------------------------------------------------------------------------
+
+
+async def test_a_scope_cannot_be_entered_twice(db_engine: AsyncEngine) -> None:
+    """Re-entering a used scope object is a ScopeError."""
+    scope = rollback_scope(db_engine)
+    async with scope:
+        pass
+    with pytest.raises(ScopeError) as excinfo:
+        async with scope:
+            pass
+    assert excinfo.value.args == ("This rollback scope was already used. Call rollback_scope() again for a new scope.",)
+
+
+async def test_session_used_after_its_scope_ended_is_an_error(db_engine: AsyncEngine) -> None:
+    """A session kept past its scope fails with advice instead of a closed-connection error."""
+    async with rollback_scope(db_engine) as session:
+        pass
+    with pytest.raises(ScopeError, match=r"^A session of a rollback scope was used after the scope ended\."):
+        await session.execute(select(Campaign))
+    await assert_clean(db_engine)
+
+
+async def test_nesting_in_an_ended_scope_is_an_error(db_engine: AsyncEngine) -> None:
+    """A nested scope needs its parent to be active."""
+    async with rollback_scope(db_engine) as session:
+        pass
+    with pytest.raises(ScopeError) as excinfo:
+        async with rollback_scope(session):
+            pass
+    assert excinfo.value.args == ("Cannot nest a rollback scope in a scope that has already ended.",)
+
+
+async def test_nesting_needs_a_scope_session(db_engine: AsyncEngine) -> None:
+    """A plain AsyncSession cannot host a nested scope."""
+    async with AsyncSession(db_engine) as plain:
+        with pytest.raises(ScopeError, match=r"^rollback_scope\(\) takes an AsyncEngine, or the session"):
+            async with rollback_scope(plain):
+                pass
+
+
+async def test_scope_of_a_wrong_type_is_a_type_error() -> None:
+    """Passing something that is neither an engine nor a session is a TypeError."""
+    with pytest.raises(TypeError) as excinfo:
+        async with rollback_scope("sqlite://"):  # type: ignore[arg-type]
+            pass
+    assert excinfo.value.args == ("rollback_scope() takes an AsyncEngine or a scope's AsyncSession, got str.",)
+
+
+# -- Binding the app's own sessions -------------------------------------------------------------------
+
+
+async def test_bind_sessions_points_the_sessionmaker_at_the_scope_and_restores_it(db_engine: AsyncEngine) -> None:
+    """While bound, the app's sessionmaker writes into the test transaction; afterwards it is as before."""
+    maker = async_sessionmaker(db_engine, expire_on_commit=True)
+    before = dict(maker.kw)
+    async with rollback_scope(db_engine) as session:
+        with bind_sessions(session, maker):
+            async with maker() as app_session:
+                app_session.add(Campaign(name="from the app"))
+                await app_session.commit()
+        assert maker.kw == before
+        assert (await session.scalars(select(Campaign.name))).all() == ["from the app"]
+    await assert_clean(db_engine)
+
+
+async def test_bind_sessions_overrides_a_fastapi_dependency(db_engine: AsyncEngine) -> None:
+    """A FastAPI get_db dependency yields sessions in the test's scope, and the override is removed after."""
+    import httpx
+    from fastapi import Depends, FastAPI
+
+    app = FastAPI()
+    production = async_sessionmaker(expire_on_commit=False)
+
+    async def get_db() -> AsyncIterator[AsyncSession]:
+        async with production() as db:
+            yield db
+
+    @app.post("/campaigns")
+    async def create(db: AsyncSession = Depends(get_db)) -> dict[str, int]:  # noqa: B008
+        campaign = Campaign(name="via api")
+        db.add(campaign)
+        await db.commit()
+        return {"id": campaign.id}
+
+    async with rollback_scope(db_engine) as session:
+        with bind_sessions(session, app=app, dependencies=[get_db]):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                response = await client.post("/campaigns")
+        assert response.status_code == 200
+        assert app.dependency_overrides == {}
+        created = await session.get(Campaign, response.json()["id"])
+        assert created is not None and created.name == "via api"
+    await assert_clean(db_engine)
+
+
+async def test_bind_sessions_rejects_a_sync_sessionmaker(db_engine: AsyncEngine) -> None:
+    """A sync sessionmaker cannot join an async scope: the error says what to pass."""
+    from sqlalchemy.orm import sessionmaker
+
+    async with rollback_scope(db_engine) as session:
+        with pytest.raises(TypeError) as excinfo, bind_sessions(session, sessionmaker()):  # type: ignore[arg-type]
+            pass
+    assert excinfo.value.args == (
+        "bind_sessions() binds async_sessionmaker objects, got sessionmaker. Pass the app's async_sessionmaker(...).",
+    )
+
+
+# -- Probe -------------------------------------------------------------------------------------------
+
+
+async def test_probe_passes_on_a_test_engine(db_engine: AsyncEngine) -> None:
+    """The engine harness built keeps committed rows inside the scope."""
+    await probe_isolation(db_engine)
+
+
+async def test_probe_catches_the_sqlite_driver_leak(tmp_path: Path) -> None:
+    """Without harness's SQLite fix the documented recipe leaks, and the probe says so loudly."""
+    plain = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_plain.db'}")
+    try:
+        with pytest.raises(IsolationProbeError, match=r"row\(s\) committed inside a rollback scope were still there"):
+            await probe_isolation(plain)
+    finally:
+        await plain.dispose()
+
+
+async def test_probe_passes_with_the_fix_on_the_same_file(tmp_path: Path) -> None:
+    """The same file through create_test_engine does not leak."""
+    engine = create_test_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_fixed.db'}")
+    try:
+        await probe_isolation(engine)
+    finally:
+        await engine.dispose()
+
+
+# -- PostgreSQL timeouts -----------------------------------------------------------------------------
+
+
+async def test_lock_wait_fails_fast_with_an_explanation(db_engine: AsyncEngine, on_postgres: bool) -> None:
+    """A statement blocked by another connection's lock fails after lock_timeout, with harness's note."""
+    if not on_postgres:
+        pytest.skip("lock_timeout is a PostgreSQL setting")
+    from sqlalchemy.exc import OperationalError
+
+    other = create_test_engine(db_engine.url, lock_timeout=0.2)
+    try:
+        async with rollback_scope(db_engine) as session:
+            await session.execute(text("LOCK TABLE campaigns IN ACCESS EXCLUSIVE MODE"))
+            async with other.connect() as blocked:
+                with pytest.raises(OperationalError) as excinfo:
+                    await blocked.execute(text("SELECT count(*) FROM campaigns"))
+        assert any("waited longer than lock_timeout" in note for note in excinfo.value.__notes__)
+    finally:
+        await other.dispose()

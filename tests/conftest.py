@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import textwrap
 
 import pytest
@@ -28,7 +29,7 @@ def harness_pytester(
     pytester: pytest.Pytester, pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
     """pytester with a fixed ini, the outer run's database server and a database name of its own."""
-    name = f"inner_{next(_inner_runs)}"
+    name = f"inner_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{next(_inner_runs)}"
     pytester.makeini(
         textwrap.dedent(
             f"""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from harness import bind_sessions, create_test_engine, probe_isolation, rollback_scope
@@ -523,14 +523,12 @@ async def test_lock_wait_fails_fast_with_an_explanation(db_engine: AsyncEngine, 
     """A statement blocked by another connection's lock fails after lock_timeout, with harness's note."""
     if not on_postgres:
         pytest.skip("lock_timeout is a PostgreSQL setting")
-    from sqlalchemy.exc import OperationalError
-
     other = create_test_engine(db_engine.url, lock_timeout=0.2)
     try:
         async with rollback_scope(db_engine) as session:
             await session.execute(text("LOCK TABLE campaigns IN ACCESS EXCLUSIVE MODE"))
             async with other.connect() as blocked:
-                with pytest.raises(OperationalError) as excinfo:
+                with pytest.raises(DBAPIError) as excinfo:
                     await blocked.execute(text("SELECT count(*) FROM campaigns"))
         assert any("waited longer than lock_timeout" in note for note in excinfo.value.__notes__)
     finally:

@@ -1,0 +1,202 @@
+"""harness.databases: test databases are created, marked, cloned, reused and dropped, and nothing else is touched."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from harness.databases import TestDatabase
+from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
+from tests.models import Base
+
+
+@pytest.fixture
+def server_url(harness_database: TestDatabase, tmp_path: Path) -> str:
+    """Where this run's test databases live: the PostgreSQL server, or a temporary folder for SQLite."""
+    if harness_database.is_postgres:
+        return harness_database.server_url.render_as_string(hide_password=False)
+    return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+
+
+@pytest.fixture
+async def admin(harness_database: TestDatabase) -> AsyncIterator[AsyncConnection]:
+    if not harness_database.is_postgres:
+        pytest.skip("PostgreSQL server databases")
+    engine = create_async_engine(
+        harness_database.server_url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    async with engine.connect() as connection:
+        yield connection
+    await engine.dispose()
+
+
+async def database_names(admin: AsyncConnection) -> set[str]:
+    return set((await admin.execute(text("SELECT datname FROM pg_database"))).scalars())
+
+
+async def table_names(database: TestDatabase) -> list[str]:
+    assert database.engine is not None
+    async with database.engine.connect() as connection:
+        return sorted(await connection.run_sync(lambda c: c.dialect.get_table_names(c)))
+
+
+def test_names_derive_from_the_url_with_the_worker_appended(server_url: str) -> None:
+    """test_<name>, plus _gw0 under xdist, and the template per run."""
+    database = TestDatabase(server_url, name="shop", worker="gw1")
+    assert database.name == "test_shop_gw1"
+    assert database.template_name == "test_shop_template"
+    assert TestDatabase(server_url, name="test_shop").name == "test_shop"
+
+
+def test_default_is_a_sqlite_file_in_the_temporary_directory() -> None:
+    """With no URL, the embedded default is a SQLite file per worker."""
+    database = TestDatabase(name="demo", worker="gw0")
+    assert database.url.get_backend_name() == "sqlite"
+    assert Path(str(database.url.database)).name == "test_demo_gw0.sqlite3"
+
+
+def test_postgres_names_must_be_plain_identifiers() -> None:
+    """Names are quoted into DDL, so only safe characters are accepted."""
+    with pytest.raises(DatabaseConfigError, match=r"^Test database name 'test_My-App' must use only lower-case"):
+        TestDatabase("postgresql://u@127.0.0.1/x", name="My-App")
+
+
+async def test_create_builds_the_schema_and_drop_removes_it(server_url: str) -> None:
+    """create() makes the database with every table; drop() removes it."""
+    database = TestDatabase(server_url, schema=Base.metadata, name="lifecycle")
+    await database.create()
+    assert await table_names(database) == ["campaigns", "contacts"]
+    await database.drop()
+    if not database.is_postgres:
+        assert not Path(str(database.url.database)).exists()
+
+
+async def test_postgres_clones_workers_from_one_template(server_url: str, admin: AsyncConnection) -> None:
+    """Workers get CREATE DATABASE … TEMPLATE clones; the template is built once per run."""
+    run = "run-1"
+    gw0 = TestDatabase(server_url, schema=Base.metadata, name="clones", worker="gw0", run_id=run)
+    gw1 = TestDatabase(server_url, schema=Base.metadata, name="clones", worker="gw1", run_id=run)
+    await gw0.create()
+    template_oid = (await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))).scalar()
+    await gw1.create()
+    assert {"test_clones_gw0", "test_clones_gw1", "test_clones_template"} <= await database_names(admin)
+    assert (await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))).scalar() == template_oid
+    assert await table_names(gw1) == ["campaigns", "contacts"]
+    await gw0.drop(template=False)
+    await gw1.drop()
+    assert not {"test_clones_gw0", "test_clones_gw1", "test_clones_template"} & await database_names(admin)
+
+
+async def test_a_foreign_database_with_a_test_name_is_never_dropped(server_url: str, admin: AsyncConnection) -> None:
+    """A test_ database that harness did not create is left alone, with an error saying so."""
+    await admin.execute(text('CREATE DATABASE "test_foreign"'))
+    try:
+        with pytest.raises(UnsafeDatabaseError) as excinfo:
+            await TestDatabase(server_url, schema=Base.metadata, name="foreign").create()
+        assert excinfo.value.args == (
+            "Database 'test_foreign' exists on the server but was not created by harness, so harness will not drop or "
+            "change it. Drop it yourself if it is disposable, or choose another test database name "
+            "(TestDatabase(name=...) or the harness_database_url setting).",
+        )
+        assert "test_foreign" in await database_names(admin)
+    finally:
+        await admin.execute(text('DROP DATABASE "test_foreign"'))
+        await admin.execute(text('DROP DATABASE IF EXISTS "test_foreign_template"'))
+
+
+async def test_a_foreign_sqlite_file_is_never_deleted(tmp_path: Path) -> None:
+    """A test_ file without harness's marker is not deleted or changed."""
+    foreign = tmp_path / "test_mine.sqlite3"
+    foreign.write_bytes(b"precious")
+    database = TestDatabase(f"sqlite+aiosqlite:///{tmp_path / 'mine.db'}", schema=Base.metadata)
+    with pytest.raises(UnsafeDatabaseError, match=r"^SQLite file '.*test_mine\.sqlite3' exists but was not created by harness"):
+        await database.create()
+    assert foreign.read_bytes() == b"precious"
+
+
+async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: str) -> None:
+    """With reuse, data survives a run; a changed schema is rebuilt; recreate always rebuilds."""
+    first = TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True)
+    engine = await first.create()
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO campaigns (name, daily_limit) VALUES ('kept', 1)"))
+    await first.drop()
+
+    async def campaigns(database: TestDatabase) -> int:
+        engine = await database.create()
+        async with engine.connect() as connection:
+            count = int((await connection.execute(text("SELECT count(*) FROM campaigns"))).scalar_one())
+        await database.engine.dispose()  # type: ignore[union-attr]
+        return count
+
+    assert await campaigns(TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True)) == 1
+    assert await campaigns(TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True, recreate=True)) == 0
+    changed = MetaData()
+    Table("campaigns", changed, Column("id", Integer, primary_key=True), Column("name", Integer), Column("daily_limit", Integer))
+    rebuilt = TestDatabase(server_url, schema=changed, name="reuse", reuse=True)
+    await rebuilt.create()
+    async with rebuilt.engine.connect() as connection:  # type: ignore[union-attr]
+        assert (await connection.execute(text("SELECT count(*) FROM campaigns"))).scalar_one() == 0
+    await rebuilt.drop()
+    await TestDatabase(server_url, schema=changed, name="reuse").drop()
+
+
+async def test_schema_callables_sync_and_async_build_the_schema(server_url: str) -> None:
+    """A sync callable gets a Connection (Alembic style), an async one an AsyncConnection."""
+
+    def migrate(connection: Connection) -> None:
+        connection.execute(text("CREATE TABLE migrated (id INTEGER PRIMARY KEY)"))
+
+    async def migrate_async(connection: AsyncConnection) -> None:
+        await connection.execute(text("CREATE TABLE migrated_async (id INTEGER PRIMARY KEY)"))
+
+    for schema, table in ((migrate, "migrated"), (migrate_async, "migrated_async")):
+        database = TestDatabase(server_url, schema=schema, name=table)
+        await database.create()
+        assert await table_names(database) == [table]
+        await database.drop()
+
+
+async def test_a_failing_schema_callable_is_reported_and_cleaned_up(server_url: str) -> None:
+    """The error names the callable and its exception; no half-built database is left behind."""
+
+    def broken_migration(connection: Connection) -> None:
+        connection.execute(text("CREATE TABLE half (id INTEGER)"))
+        raise RuntimeError("revision 42 failed")
+
+    database = TestDatabase(server_url, schema=broken_migration, name="broken")
+    with pytest.raises(SchemaError) as excinfo:
+        await database.create()
+    assert excinfo.value.args == (
+        "Building the schema of test database "
+        f"{database.template_name if database.is_postgres else database.name!r} failed: "
+        "test_a_failing_schema_callable_is_reported_and_cleaned_up.<locals>.broken_migration raised "
+        "RuntimeError: revision 42 failed. Fix the schema callable (or the models); the half-built database was discarded.",
+    )
+    if not database.is_postgres:
+        assert not Path(str(database.url.database)).exists()
+    # The name is free again: a fixed schema builds.
+    fixed = TestDatabase(server_url, schema=Base.metadata, name="broken")
+    await fixed.create()
+    await fixed.drop()
+
+
+async def test_unreachable_server_says_how_to_get_one() -> None:
+    """A server that does not answer is reported with where it was looked for and what to do."""
+    with pytest.raises(DatabaseUnavailableError) as excinfo:
+        await TestDatabase("postgresql://postgres@127.0.0.1:1/app").create()
+    message = str(excinfo.value)
+    assert message.startswith("Cannot connect to the PostgreSQL server at 127.0.0.1:1 (")
+    assert "Is the server running and is the URL right?" in message
+
+
+def test_remote_server_is_refused_before_connecting() -> None:
+    """The safety check runs before any connection to a non-loopback server."""
+    with pytest.raises(UnsafeDatabaseError, match=r"^Refusing to use database server 'db\.example\.com'"):
+        TestDatabase("postgresql://u@db.example.com/app")

@@ -499,7 +499,8 @@ class RollbackScope:
             else:
                 root._closing = False
         if root._violation is not None and exc is None and self.parent is None:
-            raise root._violation
+            # The message names where it happened; the old traceback is SQLAlchemy's internals.
+            raise root._violation.with_traceback(None)
 
 
 class _ScopeSession(Session):

@@ -1,0 +1,152 @@
+"""The plugin's database fixtures, run through pytester on the run's backend."""
+
+from __future__ import annotations
+
+import pytest
+
+MODELS = """
+    import pytest
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Note(Base):
+        __tablename__ = "notes"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        text: Mapped[str]
+
+    @pytest.fixture(scope="session")
+    def harness_schema():
+        return Base.metadata
+
+    async def count_notes(session):
+        return await session.scalar(select(func.count()).select_from(Note))
+"""
+
+ISOLATION_TESTS = """
+    from conftest import Note, count_notes
+
+    async def test_writes_and_commits(db_session):
+        db_session.add(Note(text="first"))
+        await db_session.commit()
+        assert await count_notes(db_session) == 1
+
+    async def test_starts_clean(db_session):
+        assert await count_notes(db_session) == 0
+
+    async def test_engine_is_usable_directly(db_engine):
+        async with db_engine.connect() as connection:
+            assert (await connection.exec_driver_sql("SELECT count(*) FROM notes")).scalar() == 0
+"""
+
+
+def test_db_session_isolates_each_test(harness_pytester: pytest.Pytester) -> None:
+    """A committed row of one test is gone in the next; db_engine works in a test of its own."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(ISOLATION_TESTS)
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize("loop_scope", ["class", "module", "session"])
+def test_db_fixtures_work_in_wider_event_loops(harness_pytester: pytest.Pytester, loop_scope: str) -> None:
+    """With fixtures and tests sharing a class/module/session loop, sessions still isolate each test."""
+    harness_pytester.makeini(
+        f"""
+        [pytest]
+        asyncio_mode = auto
+        asyncio_default_fixture_loop_scope = {loop_scope}
+        asyncio_default_test_loop_scope = {loop_scope}
+        filterwarnings = error
+        harness_database_name = wide_{loop_scope}
+        """
+    )
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        test_one=ISOLATION_TESTS,
+        test_two=f"""
+        import pytest
+        from conftest import Note, count_notes
+
+        class TestInAClass:
+            async def test_writes(self, db_session):
+                db_session.add(Note(text="x"))
+                await db_session.commit()
+
+            async def test_clean(self, db_session):
+                assert await count_notes(db_session) == 0
+        """,
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+
+
+def test_engine_options_fixture_reaches_the_engine(harness_pytester: pytest.Pytester) -> None:
+    """Overriding harness_engine_options in conftest.py configures db_engine."""
+    harness_pytester.makeconftest(
+        MODELS
+        + """
+    @pytest.fixture(scope="session")
+    def harness_engine_options():
+        return {"pool_pre_ping": True}
+    """
+    )
+    harness_pytester.makepyfile(
+        """
+        async def test_pre_ping(db_engine):
+            assert db_engine.sync_engine.pool._pre_ping is True
+        """
+    )
+    harness_pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_database_url_fixture_override_wins(harness_pytester: pytest.Pytester) -> None:
+    """A conftest.py override of harness_database_url picks the test database's location."""
+    target = harness_pytester.path / "data" / "shop.db"
+    harness_pytester.makeconftest(
+        MODELS
+        + f"""
+    @pytest.fixture(scope="session")
+    def harness_database_url():
+        return "sqlite:///{target}"
+    """
+    )
+    harness_pytester.makepyfile(
+        f"""
+        import os
+
+        async def test_file(harness_database, db_session):
+            assert os.path.dirname(str(harness_database.url.database)) == "{target.parent}"
+            assert os.path.exists(harness_database.url.database)
+        """
+    )
+    harness_pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_per_worker_databases_under_xdist(harness_pytester: pytest.Pytester) -> None:
+    """Under pytest -n 2 each worker has its own database, named after the worker."""
+    seen = harness_pytester.mkdir("seen")
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        f"""
+        import os
+        import pathlib
+        import pytest
+        from conftest import Note, count_notes
+
+        @pytest.mark.parametrize("n", range(8))
+        async def test_worker_database(harness_database, db_session, n):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            assert harness_database.name.endswith("_" + worker)
+            db_session.add(Note(text=str(n)))
+            await db_session.commit()
+            assert await count_notes(db_session) == 1
+            (pathlib.Path({str(seen)!r}) / str(n)).write_text(harness_database.name)
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
+    result.assert_outcomes(passed=8)
+    names = {path.read_text() for path in seen.iterdir()}
+    assert {name.rsplit("_", 1)[1] for name in names} == {"gw0", "gw1"}

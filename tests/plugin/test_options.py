@@ -1,0 +1,93 @@
+"""Command-line options and ini keys: --harness-reuse-db, --harness-create-db, and an unused plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.plugin.test_fixtures import MODELS
+
+REMEMBER_DATABASE = """
+    async def test_remember(harness_database, db_session):
+        with open("database.txt", "w") as f:
+            f.write(str(harness_database.url))
+"""
+
+
+def _sqlite_only(harness_pytester: pytest.Pytester) -> None:
+    import os
+
+    if os.environ.get("HARNESS_DATABASE_URL", "").startswith("postgres"):
+        pytest.skip("checks the SQLite file on disk; the PostgreSQL side is tested in tests/unit/test_databases.py")
+
+
+def test_without_reuse_the_database_is_dropped_after_the_run(harness_pytester: pytest.Pytester) -> None:
+    """The default run leaves no test database behind."""
+    _sqlite_only(harness_pytester)
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(REMEMBER_DATABASE)
+    harness_pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    path = Path((harness_pytester.path / "database.txt").read_text().split("///", 1)[1])
+    assert not path.exists()
+
+
+def test_reuse_db_keeps_the_database_and_create_db_rebuilds_it(harness_pytester: pytest.Pytester) -> None:
+    """--harness-reuse-db keeps rows committed outside a scope; --harness-create-db starts from scratch."""
+    _sqlite_only(harness_pytester)
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        REMEMBER_DATABASE
+        + """
+    async def test_count_and_add_a_row(db_engine):
+        async with db_engine.begin() as connection:
+            before = (await connection.exec_driver_sql("SELECT count(*) FROM notes")).scalar()
+            await connection.exec_driver_sql("INSERT INTO notes (text) VALUES ('kept')")
+        print(f"NOTES BEFORE={before}")
+    """
+    )
+    for options, before in ((["--harness-reuse-db"], 0), (["--harness-reuse-db"], 1), (["--harness-reuse-db", "--harness-create-db"], 0)):
+        result = harness_pytester.runpytest_subprocess("-s", "-p", "no:randomly", *options)
+        result.assert_outcomes(passed=2)
+        result.stdout.fnmatch_lines([f"*NOTES BEFORE={before}*"])
+    path = Path((harness_pytester.path / "database.txt").read_text().split("///", 1)[1])
+    assert path.exists()
+    harness_pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    assert not path.exists()
+
+
+def test_plugin_is_inert_when_its_fixtures_are_unused(harness_pytester: pytest.Pytester) -> None:
+    """Loading harness creates no database and changes no test that does not ask for its fixtures."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import asyncio
+        import sys
+
+        def test_sync():
+            assert "harness.databases" in sys.modules  # the plugin is loaded...
+
+        async def test_async():
+            await asyncio.sleep(0)
+
+        def test_no_database_was_made(request):
+            assert "harness_database" not in request.fixturenames
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly", "--setup-plan")
+    result.stdout.no_fnmatch_line("*SETUP    S harness_database*")
+    harness_pytester.runpytest_subprocess().assert_outcomes(passed=3)
+
+
+def test_options_are_listed_in_help(harness_pytester: pytest.Pytester) -> None:
+    """pytest --help shows harness's options and ini keys."""
+    result = harness_pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "harness: async integration tests:",
+            "  --harness-database-url=HARNESS_DATABASE_URL",
+            "*--harness-reuse-db*",
+            "*--harness-create-db*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["  harness_database_url (string):*", "  harness_allow_remote_database (bool):*"])

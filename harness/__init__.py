@@ -1,14 +1,54 @@
-"""Async integration-test harness: databases, factories, API mocks, clocks and timing."""
+"""Async integration-test harness: test databases, rollback isolation and query budgets for SQLAlchemy asyncio."""
 
 from __future__ import annotations
 
-from harness.db import RollbackScope, bind_sessions, create_test_engine, probe_isolation, rollback_scope
-from harness.exceptions import HarnessError
+from importlib.metadata import version
 
-__all__ = [
+from harness.databases import TestDatabase
+from harness.db import RollbackScope, bind_sessions, check_test_database, create_test_engine, probe_isolation, rollback_scope
+from harness.exceptions import (
+    ConcurrentSessionError,
+    DatabaseConfigError,
+    DatabaseUnavailableError,
+    HarnessError,
+    IsolationError,
+    IsolationProbeError,
+    SchemaError,
+    ScopeError,
+    UnsafeDatabaseError,
+)
+from harness.queries import (
+    CapturedQuery,
+    QueryLog,
+    assert_max_queries,
+    assert_no_n_plus_one,
+    assert_num_queries,
+    capture_queries,
+)
+
+__version__ = version("harness")
+
+__all__ = [  # membership is pinned by tests/test_public_api.py
+    "CapturedQuery",
+    "ConcurrentSessionError",
+    "DatabaseConfigError",
+    "DatabaseUnavailableError",
     "HarnessError",
+    "IsolationError",
+    "IsolationProbeError",
+    "QueryLog",
     "RollbackScope",
+    "SchemaError",
+    "ScopeError",
+    "TestDatabase",
+    "UnsafeDatabaseError",
+    "__version__",
+    "assert_max_queries",
+    "assert_no_n_plus_one",
+    "assert_num_queries",
     "bind_sessions",
+    "capture_queries",
+    "check_test_database",
     "create_test_engine",
     "probe_isolation",
     "rollback_scope",

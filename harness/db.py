@@ -16,18 +16,20 @@ import ipaddress
 import os
 import re
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+import weakref
 from weakref import WeakKeyDictionary
 
 import greenlet
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SAWarning
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -74,6 +76,11 @@ _SAVEPOINT_STATEMENT = re.compile(
     re.IGNORECASE,
 )
 _SCOPE_KEY = "harness.scope"
+_CONCURRENCY_ADVICE = (
+    "Every session in a rollback scope shares the test's one connection, so they cannot run concurrently "
+    "(asyncio.gather over sessions). Run them one after another, or test concurrency with real commits "
+    "on separate connections."
+)
 _OWN_STATEMENT_KEY = "harness.own_statement"
 _SKIPPED_FILES = ("sqlalchemy", "greenlet", os.sep + "asyncio" + os.sep, "contextlib", os.path.dirname(__file__))
 
@@ -283,12 +290,15 @@ def _caller() -> str:
     return _where(_caller_frames())
 
 
-def _task_name() -> str:
+def _current_task() -> asyncio.Task[Any] | None:
     try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return "no task"
-    return task.get_name() if task else "no task"
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop: a sync caller
+        return None
+
+
+def _task_name(task: asyncio.Task[Any] | None) -> str:
+    return task.get_name() if task is not None else "no task"
 
 
 @dataclass
@@ -322,6 +332,7 @@ def _guard(engine: Engine) -> _EngineGuard:
     def _commit(connection: Connection) -> None:
         scope = connection.info.get(_SCOPE_KEY)
         if scope is not None and scope.active:
+            scope._root()._commit_stopped = True
             scope.fail(
                 IsolationError(
                     f"The test's outer transaction was committed at {_caller()} (Connection.commit() on the "
@@ -339,10 +350,15 @@ def _guard(engine: Engine) -> _EngineGuard:
         if savepoint is not None:
             verb, name = savepoint.group(1).upper(), savepoint.group(2).strip('"')
             if verb == "SAVEPOINT":
-                scope.savepoints.append(_Savepoint(name, _task_name(), _caller_frames()))
+                task = _current_task()
+                scope.savepoints.append(_Savepoint(name, task, _caller_frames()))
+                if task is not None:
+                    scope._root()._tasks.add(task)
             else:
                 scope.end_savepoint(name, "released" if verb == "RELEASE" else "rolled back")
-        elif _TRANSACTION_CONTROL.match(statement):
+            return
+        scope.check_not_broken()
+        if _TRANSACTION_CONTROL.match(statement):
             scope.fail(
                 IsolationError(
                     f"Raw SQL {statement.strip()!r} at {_caller()} would end the test's outer transaction and make "
@@ -350,6 +366,7 @@ def _guard(engine: Engine) -> _EngineGuard:
                     "session.begin_nested()) so the test stays isolated."
                 )
             )
+        scope.check_not_underneath_another_task(statement)
 
     return guard
 
@@ -357,7 +374,7 @@ def _guard(engine: Engine) -> _EngineGuard:
 @dataclass
 class _Savepoint:
     name: str
-    task: str
+    task: asyncio.Task[Any] | None
     frames: list[tuple[str, int, str]]
 
     @property
@@ -386,6 +403,8 @@ class RollbackScope:
     _entered: bool = False
     _closing: bool = False
     _violation: IsolationError | None = None
+    _commit_stopped: bool = False
+    _tasks: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
     _transaction: AsyncTransaction | None = None
     _guard: _EngineGuard | None = None
 
@@ -394,7 +413,41 @@ class RollbackScope:
         root = self._root()
         if root._violation is None:
             root._violation = error
+        # SQLAlchemy's bookkeeping of the sessions that unwind after this warns about savepoints
+        # that were ended out of order; the error below already explains that.
+        warnings.filterwarnings("ignore", "nested transaction already deassociated", SAWarning)
         raise error
+
+    def check_not_broken(self) -> None:
+        """After sessions overlapped, stop every further statement (the other task's too)."""
+        violation = self._root()._violation
+        if isinstance(violation, ConcurrentSessionError):
+            raise ConcurrentSessionError(*violation.args)
+
+    def check_not_underneath_another_task(self, statement: str) -> None:
+        """Fail when a task runs SQL below a savepoint that another task still has open.
+
+        That is sessions interleaving on the shared connection (asyncio.gather): caught here, at the
+        first statement, before the interleaving produces wrong data or 'savepoint does not exist'.
+        A task that owns no savepoint (a request handler handed the test's session) is not checked.
+        """
+        root = self._root()
+        if not root.savepoints or root._closing:
+            return
+        task = _current_task()
+        top = root.savepoints[-1]
+        if task is None or top.task is task:
+            return
+        mine = [s for s in root.savepoints if s.task is task]
+        if mine:
+            root.fail(
+                ConcurrentSessionError(
+                    f"Two sessions used the test's connection at the same time: task {_task_name(task)!r} ran "
+                    f"{' '.join(statement.split())[:80]!r} at {_caller()} inside its savepoint {mine[-1].name} "
+                    f"(opened at {mine[-1].where}) while task {_task_name(top.task)!r} had savepoint {top.name} open "
+                    f"above it (opened at {top.where}). {_CONCURRENCY_ADVICE}"
+                )
+            )
 
     def end_savepoint(self, name: str, how: str) -> None:
         """Track a savepoint's end; overlapping sessions end one that is not the innermost."""
@@ -404,22 +457,29 @@ class RollbackScope:
             return
         index = names.index(name)
         above = root.savepoints[index + 1 :]
-        if above and not root._closing and root.active:
+        if above and not root._closing and root.active and root._violation is None:
             ended, still_open = root.savepoints[index], above[-1]
             root.fail(
                 ConcurrentSessionError(
                     f"Two sessions used the test's connection in overlapping transactions: savepoint {name} "
-                    f"(opened in task {ended.task!r} at {ended.where}) was {how} at {_caller()} while savepoint "
-                    f"{still_open.name} (opened in task {still_open.task!r} at {still_open.where}) was still open. "
-                    "Every session in a rollback scope shares one connection, so they cannot run concurrently "
-                    "(asyncio.gather over sessions). Run them one after another, or test concurrency with "
-                    "real commits on separate connections."
+                    f"(opened in task {_task_name(ended.task)!r} at {ended.where}) was {how} at {_caller()} while savepoint "
+                    f"{still_open.name} (opened in task {_task_name(still_open.task)!r} at {still_open.where}) was "
+                    f"still open. {_CONCURRENCY_ADVICE}"
                 )
             )
         del root.savepoints[index:]
 
+    async def _wait_for_other_tasks(self) -> None:
+        # Tasks that overlapped (the rest of an asyncio.gather) may still be mid-statement; the
+        # rollback must wait for them (asyncpg allows one operation at a time). They stop at their
+        # next statement, which check_not_broken refuses.
+        current = _current_task()
+        others = {task for task in self._tasks if task is not current and not task.done()}
+        if others:
+            await asyncio.wait(others, timeout=10)
+
     async def _rollback(self) -> None:
-        if self._transaction is not None and self._transaction.is_active and self._root()._violation is None:
+        if self._transaction is not None and self._transaction.is_active and not self._root()._commit_stopped:
             await self._transaction.rollback()
 
     def _root(self) -> RollbackScope:
@@ -477,6 +537,8 @@ class RollbackScope:
         connection = self.connection
         assert connection is not None
         try:
+            if isinstance(root._violation, ConcurrentSessionError):
+                await root._wait_for_other_tasks()
             if self.parent is None:
                 # The outer ROLLBACK discards the sessions' savepoints too: rolling it back first
                 # saves the session a ROLLBACK TO SAVEPOINT round trip on close.
@@ -491,16 +553,19 @@ class RollbackScope:
                 connection.info.pop(_SCOPE_KEY, None)
                 if self._guard is not None:
                     self._guard.scopes -= 1
-                if self._violation is not None:
-                    # The connection's transaction state is unknown after a stopped commit: closing the
+                if self._commit_stopped:
+                    # SQLAlchemy's transaction state is unknown after a stopped commit: closing the
                     # DBAPI connection is the one way that always rolls back on the server.
                     await connection.invalidate()
                 await connection.close()
             else:
                 root._closing = False
-        if root._violation is not None and exc is None and self.parent is None:
+        # An escape attempt swallowed by the code under test still fails the test; overlapping
+        # sessions already failed in their task (gather re-raises it), so they are not repeated.
+        swallowed = root._violation is not None and not isinstance(root._violation, ConcurrentSessionError)
+        if swallowed and exc is None and self.parent is None:
             # The message names where it happened; the old traceback is SQLAlchemy's internals.
-            raise root._violation.with_traceback(None)
+            raise root._violation.with_traceback(None)  # type: ignore[union-attr]
 
 
 class _ScopeSession(Session):

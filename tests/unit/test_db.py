@@ -329,8 +329,25 @@ async def test_concurrent_sessions_get_one_clear_error(db_engine: AsyncEngine) -
             with bind_sessions(session, maker):
                 await asyncio.gather(import_contacts(maker, "555"), import_contacts(maker, "556"))
     message = str(excinfo.value)
-    assert message.startswith("Two sessions used the test's connection in overlapping transactions: savepoint ")
+    assert message.startswith("Two sessions used the test's connection at the same time: task ")
+    assert f"at {__file__}:" in message
     assert "(asyncio.gather over sessions). Run them one after another" in message
+    await assert_clean(db_engine)
+
+
+async def test_sessions_ended_out_of_order_get_a_clear_error(db_engine: AsyncEngine) -> None:
+    """Committing an outer session while a later one is still open would release both savepoints: refused."""
+    with pytest.raises(ConcurrentSessionError) as excinfo:
+        async with rollback_scope(db_engine) as session:
+            maker = async_sessionmaker(expire_on_commit=False)
+            with bind_sessions(session, maker):
+                first, second = maker(), maker()
+                first.add(Campaign(name="first"))
+                await first.flush()
+                second.add(Campaign(name="second"))
+                await second.flush()
+                await first.commit()
+    assert str(excinfo.value).startswith("Two sessions used the test's connection in overlapping transactions: savepoint ")
     await assert_clean(db_engine)
 
 

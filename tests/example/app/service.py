@@ -1,0 +1,37 @@
+"""The service layer: it opens its own sessions from the app's sessionmaker and commits, as real code does."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from app.models import Campaign, CampaignSend, Contact
+
+# Production binds this to the real engine at start-up; tests bind it to their rollback scope.
+SessionLocal: async_sessionmaker[AsyncSession] = async_sessionmaker(expire_on_commit=False)
+
+
+async def execute_campaign(campaign_id: int) -> dict[str, int]:
+    """Send to as many contacts as the daily limit allows and queue the rest, alternating A/B."""
+    async with SessionLocal() as session:
+        campaign = await session.get_one(Campaign, campaign_id)
+        sent_today = await session.scalar(
+            select(func.count()).select_from(CampaignSend).where(
+                CampaignSend.campaign_id == campaign_id, CampaignSend.status == "sent"
+            )
+        )
+        contacts = (await session.scalars(select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id))).all()
+        budget = max(campaign.daily_limit - (sent_today or 0), 0)
+        for n, contact in enumerate(contacts):
+            status = "sent" if n < budget else "queued"
+            session.add(CampaignSend(campaign_id=campaign_id, contact_id=contact.id, variant="AB"[n % 2], status=status))
+        await session.commit()
+        sent = min(budget, len(contacts))
+        return {"sent": sent, "queued": len(contacts) - sent}
+
+
+async def list_campaigns(session: AsyncSession) -> list[dict[str, object]]:
+    """Campaigns with their contact counts, loaded in two queries whatever the number of campaigns."""
+    campaigns = (await session.scalars(select(Campaign).options(selectinload(Campaign.contacts)).order_by(Campaign.id))).all()
+    return [{"id": c.id, "name": c.name, "contacts": len(c.contacts), "summary": c.summary} for c in campaigns]

@@ -43,7 +43,9 @@ def _bindir() -> Path:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env)
         return _bindir()
-    sys.exit("postgres.py: no PostgreSQL server binaries (initdb) found. Install them (Debian: apt-get install postgresql) and run again.")
+    sys.exit(
+        "postgres.py: no PostgreSQL server binaries (initdb) found. Install them (Debian: apt-get install postgresql) and run again."
+    )
 
 
 def _free_port() -> int:
@@ -56,7 +58,10 @@ def _as_cluster_user(argv: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return argv
     if subprocess.run(["id", "-u", SYSTEM_USER], capture_output=True, check=False).returncode != 0:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER], check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True,
+        )
     return ["runuser", "-u", SYSTEM_USER, "--", *argv]
 
 
@@ -84,18 +89,44 @@ def start() -> str:
         _as_cluster_user(["true"])  # creates the system user
         shutil.chown(root, user=SYSTEM_USER)
     root.chmod(0o700)
-    initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+    initdb = [
+        str(bindir / "initdb"),
+        "-D",
+        str(datadir),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+    ]
     subprocess.run(_as_cluster_user(initdb), check=True, capture_output=True)
     port = _free_port()
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    pg_ctl = [str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(root / "server.log"), "-o", options, "-w", "-t", "60", "start"]
+    pg_ctl = [
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(datadir),
+        "-l",
+        str(root / "server.log"),
+        "-o",
+        options,
+        "-w",
+        "-t",
+        "60",
+        "start",
+    ]
     result = subprocess.run(_as_cluster_user(pg_ctl), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
         sys.exit(f"postgres.py: the server did not start:\n{result.stdout}{result.stderr}{log}")
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     STATE_FILE.parent.mkdir(exist_ok=True)
-    STATE_FILE.write_text(json.dumps({"url": url, "datadir": str(datadir), "root": str(root), "bindir": str(bindir)}))
+    STATE_FILE.write_text(
+        json.dumps({"url": url, "datadir": str(datadir), "root": str(root), "bindir": str(bindir)})
+    )
     return url
 
 
@@ -104,7 +135,15 @@ def stop() -> None:
     if state is None:
         return
     if Path(state["datadir"]).exists():
-        pg_ctl = [str(Path(state["bindir"]) / "pg_ctl"), "-D", state["datadir"], "-m", "immediate", "-w", "stop"]
+        pg_ctl = [
+            str(Path(state["bindir"]) / "pg_ctl"),
+            "-D",
+            state["datadir"],
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]
         subprocess.run(_as_cluster_user(pg_ctl), capture_output=True, check=False)
     shutil.rmtree(state["root"], ignore_errors=True)
     STATE_FILE.unlink(missing_ok=True)
@@ -125,7 +164,9 @@ def main(argv: list[str]) -> int:
         url = start()
         try:
             cmd = argv[argv.index("--") + 1 :]
-            return subprocess.run(cmd, env={**os.environ, "HARNESS_POSTGRES_URL": url}, check=False).returncode
+            return subprocess.run(
+                cmd, env={**os.environ, "HARNESS_POSTGRES_URL": url}, check=False
+            ).returncode
         finally:
             stop()
     else:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from importlib.metadata import version
 
 from harness.databases import TestDatabase
-from harness.db import RollbackScope, bind_sessions, check_test_database, create_test_engine, probe_isolation, rollback_scope
+from harness.db import (
+    RollbackScope,
+    bind_sessions,
+    check_test_database,
+    create_test_engine,
+    probe_isolation,
+    rollback_scope,
+)
 from harness.exceptions import (
     ConcurrentSessionError,
     DatabaseConfigError,

@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, Connection
@@ -28,7 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from harness.db import TEST_PREFIX, check_test_database, create_test_engine, is_memory, normalize_url, probe_isolation
+from harness.db import (
+    TEST_PREFIX,
+    check_test_database,
+    create_test_engine,
+    is_memory,
+    normalize_url,
+    probe_isolation,
+)
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 
 __all__ = ["Schema", "TestDatabase", "run_sync"]
@@ -105,8 +112,14 @@ class TestDatabase:
         elif self.is_postgres:
             self.url = self.server_url.set(database=self.name)
         else:
-            folder = Path(directory) if directory else (
-                Path(str(self.server_url.database)).parent if url is not None else Path(tempfile.gettempdir()) / "harness"
+            folder = (
+                Path(directory)
+                if directory
+                else (
+                    Path(str(self.server_url.database)).parent
+                    if url is not None
+                    else Path(tempfile.gettempdir()) / "harness"
+                )
             )
             self.url = self.server_url.set(database=str(folder / f"{self.name}.sqlite3"))
         check_test_database(self.url, allow_remote=allow_remote)
@@ -126,7 +139,11 @@ class TestDatabase:
         if isinstance(self.schema, MetaData):
             dialect = create_async_engine(self.server_url).dialect
             ddl = [str(CreateTable(t).compile(dialect=dialect)) for t in self.schema.sorted_tables]
-            ddl += sorted(str(CreateIndex(i).compile(dialect=dialect)) for t in self.schema.sorted_tables for i in t.indexes)
+            ddl += sorted(
+                str(CreateIndex(i).compile(dialect=dialect))
+                for t in self.schema.sorted_tables
+                for i in t.indexes
+            )
             source = "\n".join(ddl)
         elif self.schema is None:
             source = "no schema"
@@ -188,7 +205,9 @@ class TestDatabase:
                 await admin.execute(text(f'CREATE DATABASE "{self.template_name}"'))
                 await self._mark(admin, self.template_name, f"{fingerprint}; run {self.run_id}")
                 engine = create_test_engine(
-                    self.server_url.set(database=self.template_name), allow_remote=self.allow_remote, poolclass=NullPool
+                    self.server_url.set(database=self.template_name),
+                    allow_remote=self.allow_remote,
+                    poolclass=NullPool,
                 )
                 try:
                     await _build_schema(engine, self.schema, self.template_name)
@@ -212,7 +231,9 @@ class TestDatabase:
         """The database's harness mark; '' for a database harness did not create; None if absent."""
         row = (
             await admin.execute(
-                text("SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = :n"),
+                text(
+                    "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = :n"
+                ),
                 {"n": name},
             )
         ).first()
@@ -290,7 +311,7 @@ class _AdminConnection:
     async def __aenter__(self) -> AsyncConnection:
         try:
             self.connection = await self.engine.connect()
-        except (OSError, DBAPIError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, DBAPIError) as exc:
             await self.engine.dispose()
             where = f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
             msg = (
@@ -313,7 +334,7 @@ async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
             if isinstance(schema, MetaData):
                 await connection.run_sync(schema.create_all)
             elif schema is not None and inspect.iscoroutinefunction(schema):
-                await schema(connection)
+                await cast(Callable[[AsyncConnection], Awaitable[Any]], schema)(connection)
             elif schema is not None:
                 await connection.run_sync(schema)  # type: ignore[arg-type]
     except Exception as exc:
@@ -323,5 +344,3 @@ async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
             "Fix the schema callable (or the models); the half-built database was discarded."
         )
         raise SchemaError(msg) from exc
-
-

@@ -17,16 +17,15 @@ import os
 import re
 import sys
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
-import weakref
 from weakref import WeakKeyDictionary
 
 import greenlet
-
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SAWarning
@@ -82,7 +81,13 @@ _CONCURRENCY_ADVICE = (
     "on separate connections."
 )
 _OWN_STATEMENT_KEY = "harness.own_statement"
-_SKIPPED_FILES = ("sqlalchemy", "greenlet", os.sep + "asyncio" + os.sep, "contextlib", os.path.dirname(__file__))
+_SKIPPED_FILES = (
+    "sqlalchemy",
+    "greenlet",
+    os.sep + "asyncio" + os.sep,
+    "contextlib",
+    os.path.dirname(__file__),
+)
 
 
 # -- URLs ------------------------------------------------------------------------------------------
@@ -268,7 +273,7 @@ def _caller_frames() -> list[tuple[str, int, str]]:
     Inside SQLAlchemy's greenlet the awaiting coroutine's frames hang off the parent greenlet.
     """
     frames = []
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     parent = greenlet.getcurrent().parent
     while frame is not None:
         frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
@@ -510,8 +515,8 @@ class RollbackScope:
             self._transaction = await self.connection.begin()
             self.connection.info[_SCOPE_KEY] = self
             self._guard.scopes += 1
-        else:
-            msg = f"rollback_scope() takes an AsyncEngine or a scope's AsyncSession, got {type(self.bind).__name__}."
+        else:  # untyped callers
+            msg = f"rollback_scope() takes an AsyncEngine or a scope's AsyncSession, got {type(self.bind).__name__}."  # type: ignore[unreachable]
             raise TypeError(msg)
         self.active = True
         self.session = self.new_session()
@@ -524,7 +529,10 @@ class RollbackScope:
             raise ScopeError(msg)
         kwargs = {"expire_on_commit": False, **self.session_options, **options}
         session = AsyncSession(
-            bind=self.connection, join_transaction_mode="create_savepoint", sync_session_class=_ScopeSession, **kwargs
+            bind=self.connection,
+            join_transaction_mode="create_savepoint",
+            sync_session_class=_ScopeSession,
+            **kwargs,
         )
         session.info[_SCOPE_KEY] = self
         return session
@@ -643,12 +651,14 @@ def bind_sessions(
     """
     scope = scope_of(session)
     for maker in sessionmakers:
-        if not isinstance(maker, async_sessionmaker):
-            msg = f"bind_sessions() binds async_sessionmaker objects, got {type(maker).__name__}. Pass the app's async_sessionmaker(...)."
+        if not isinstance(maker, async_sessionmaker):  # untyped callers
+            msg = f"bind_sessions() binds async_sessionmaker objects, got {type(maker).__name__}. Pass the app's async_sessionmaker(...)."  # type: ignore[unreachable]
             raise TypeError(msg)
     dependencies = list(dependencies)
     if dependencies and not hasattr(app, "dependency_overrides"):
-        msg = "bind_sessions(dependencies=...) needs app=<the FastAPI app> whose dependency_overrides it sets."
+        msg = (
+            "bind_sessions(dependencies=...) needs app=<the FastAPI app> whose dependency_overrides it sets."
+        )
         raise TypeError(msg)
     saved = [(maker, dict(maker.kw)) for maker in sessionmakers]
     overrides: dict[Any, Any] = app.dependency_overrides if dependencies else {}
@@ -704,4 +714,3 @@ async def probe_isolation(engine: AsyncEngine) -> None:
             "with harness.create_test_engine(), which applies the driver fixes, instead of create_async_engine()."
         )
         raise IsolationProbeError(msg)
-

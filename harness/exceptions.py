@@ -1,14 +1,14 @@
 """Exceptions raised by harness.
 
-    HarnessError
-    ├── DatabaseConfigError (also ValueError)  bad URL, missing driver, unknown option
-    │   └── UnsafeDatabaseError                not a test database, or not on loopback
-    ├── DatabaseUnavailableError               the server cannot be reached
-    ├── SchemaError                            the schema callable (or create_all) failed
-    ├── ScopeError                             a rollback scope used after it ended
-    └── IsolationError                         code under test escaped the test transaction
-        ├── ConcurrentSessionError             sessions overlapped on the shared test connection
-        └── IsolationProbeError                the driver leaks committed rows past a rollback
+HarnessError
+├── DatabaseConfigError (also ValueError)  bad URL, missing driver, unknown option
+│   └── UnsafeDatabaseError                not a test database, or not on loopback
+├── DatabaseUnavailableError               the server cannot be reached
+├── SchemaError                            the schema callable (or create_all) failed
+├── ScopeError                             a rollback scope used after it ended
+└── IsolationError                         code under test escaped the test transaction
+    ├── ConcurrentSessionError             sessions overlapped on the shared test connection
+    └── IsolationProbeError                the driver leaks committed rows past a rollback
 """
 
 from __future__ import annotations

@@ -58,7 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Rebuild the test database even when --harness-reuse-db would keep it.",
     )
     parser.addini("harness_database_url", "Default for --harness-database-url.")
-    parser.addini("harness_database_name", "Test database name (test_ is prepended). Default: from the URL or rootdir.")
+    parser.addini(
+        "harness_database_name", "Test database name (test_ is prepended). Default: from the URL or rootdir."
+    )
     parser.addini(
         "harness_allow_remote_database",
         "Allow a database server that is not on a loopback address.",
@@ -123,7 +125,8 @@ def harness_database(
         database = TestDatabase(
             harness_database_url,
             schema=harness_schema,
-            name=pytestconfig.getini("harness_database_name") or _default_name(pytestconfig, harness_database_url),
+            name=pytestconfig.getini("harness_database_name")
+            or _default_name(pytestconfig, harness_database_url),
             worker=worker,
             reuse=bool(pytestconfig.getoption("--harness-reuse-db")),
             recreate=bool(pytestconfig.getoption("--harness-create-db")),
@@ -132,14 +135,18 @@ def harness_database(
         )
         run_sync(database.create())
     except HarnessError as exc:
-        pytest.exit(f"harness could not set up the test database: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(
+            f"harness could not set up the test database: {exc}", returncode=pytest.ExitCode.USAGE_ERROR
+        )
     yield database
     # Under xdist other workers may still clone the template; it is rebuilt at the next run.
     run_sync(database.drop(template=worker is None))
 
 
 @pytest.fixture
-async def db_engine(request: pytest.FixtureRequest, harness_database: TestDatabase) -> AsyncIterator[AsyncEngine]:
+async def db_engine(
+    request: pytest.FixtureRequest, harness_database: TestDatabase
+) -> AsyncIterator[AsyncEngine]:
     """The AsyncEngine of the test database; its pooled connections live as long as the event loop."""
     engine = harness_database.engine
     assert engine is not None
@@ -174,7 +181,12 @@ def _test_loop_scope(item: pytest.Item) -> str:
 
 def _loop_owner(item: pytest.Item, scope: str) -> str:
     """The node whose lifetime bounds a loop of ``scope`` for ``item``."""
-    node_type = {"class": pytest.Class, "module": pytest.Module, "package": pytest.Package}.get(scope)
+    node_types: dict[str, type[pytest.Collector]] = {
+        "class": pytest.Class,
+        "module": pytest.Module,
+        "package": pytest.Package,
+    }
+    node_type = node_types.get(scope)
     if scope == "session":
         return ""
     if node_type is None:
@@ -189,4 +201,8 @@ def _next_test_shares_loop(request: pytest.FixtureRequest) -> bool:
         return False
     nextitem = item.stash.get(_NEXT_ITEM, None)
     scope = _fixture_loop_scope(item.config)
-    return nextitem is not None and scope != "function" and _loop_owner(item, scope) == _loop_owner(nextitem, scope)
+    return (
+        nextitem is not None
+        and scope != "function"
+        and _loop_owner(item, scope) == _loop_owner(nextitem, scope)
+    )

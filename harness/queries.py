@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from harness.db import rollback_scope
 
-__all__ = ["CapturedQuery", "QueryLog", "assert_max_queries", "assert_no_n_plus_one", "assert_num_queries", "capture_queries"]
+__all__ = [
+    "CapturedQuery",
+    "QueryLog",
+    "assert_max_queries",
+    "assert_no_n_plus_one",
+    "assert_num_queries",
+    "capture_queries",
+]
 
 _BOOKKEEPING = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 _MAX_PARAMS_SHOWN = 200
@@ -70,10 +77,12 @@ def _engine_of(bind: Bind) -> Engine:
         if bind.bind is None:
             msg = "capture_queries() needs a session bound to an engine or connection."
             raise TypeError(msg)
-        bind = bind.bind  # type: ignore[assignment]
+        bind = bind.bind
     if isinstance(bind, AsyncConnection | AsyncEngine):
         return bind.sync_engine
-    msg = f"capture_queries() takes an AsyncEngine, AsyncConnection or AsyncSession, got {type(bind).__name__}."
+    msg = (  # type: ignore[unreachable]  # untyped callers
+        f"capture_queries() takes an AsyncEngine, AsyncConnection or AsyncSession, got {type(bind).__name__}."
+    )
     raise TypeError(msg)
 
 
@@ -89,7 +98,9 @@ def capture_queries(bind: Bind) -> Iterator[QueryLog]:
     """
     engine, log = _engine_of(bind), QueryLog()
 
-    def _record(_conn: Connection, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool) -> None:
+    def _record(
+        _conn: Connection, _cursor: Any, statement: str, parameters: Any, _ctx: Any, executemany: bool
+    ) -> None:
         if not _BOOKKEEPING.match(statement):
             log.queries.append(CapturedQuery(statement, parameters, executemany))
 

@@ -17,7 +17,9 @@ def test_all_is_complete() -> None:
 
 def test_every_public_name_has_a_docstring() -> None:
     """Each exported class and function explains itself."""
-    undocumented = [name for name in harness.__all__ if name != "__version__" and not getattr(harness, name).__doc__]
+    undocumented = [
+        name for name in harness.__all__ if name != "__version__" and not getattr(harness, name).__doc__
+    ]
     assert undocumented == []
 
 

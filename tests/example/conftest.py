@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app import service
 from app.api import app, get_db
 from app.models import Base, Campaign, Contact
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from harness import bind_sessions
 
 
@@ -35,7 +35,9 @@ async def client(app_bound: None) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def campaign_with_contacts(db_session: AsyncSession) -> Campaign:
-    campaign = Campaign(name="Test Campaign", template_a="Template A", template_b="Template B", daily_limit=125)
+    campaign = Campaign(
+        name="Test Campaign", template_a="Template A", template_b="Template B", daily_limit=125
+    )
     campaign.contacts = [Contact(phone=f"+1555000{i:04d}", name=f"Contact {i}") for i in range(10)]
     db_session.add(campaign)
     await db_session.commit()  # a savepoint release: still rolled back after the test

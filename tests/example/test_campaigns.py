@@ -6,25 +6,33 @@ import asyncio
 
 import httpx
 import pytest
+from app import service
+from app.models import Campaign, CampaignSend, Contact
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import service
-from app.models import Campaign, CampaignSend, Contact
 from harness import ConcurrentSessionError
 from harness.queries import assert_max_queries, assert_no_n_plus_one
 
 
 class TestCampaignEndpoints:
-    async def test_create_campaign_full_flow(self, client: httpx.AsyncClient, db_session: AsyncSession) -> None:
+    async def test_create_campaign_full_flow(
+        self, client: httpx.AsyncClient, db_session: AsyncSession
+    ) -> None:
         """Create through the API, see the row in the test's session, read it back through the API."""
-        payload = {"name": "January Promo", "template_a": "Hi {name}!", "template_b": "Hello {name}!", "daily_limit": 125}
+        payload = {
+            "name": "January Promo",
+            "template_a": "Hi {name}!",
+            "template_b": "Hello {name}!",
+            "daily_limit": 125,
+        }
         response = await client.post("/api/campaigns", json=payload)
         assert response.status_code == 201
         created = response.json()
         db_campaign = await db_session.get(Campaign, created["id"])
-        assert db_campaign is not None and db_campaign.name == "January Promo"
+        assert db_campaign is not None
+        assert db_campaign.name == "January Promo"
         fetched = await client.get(f"/api/campaigns/{created['id']}")
         assert fetched.json() == {"id": created["id"], "name": "January Promo", "daily_limit": 125}
 
@@ -34,59 +42,91 @@ class TestCampaignEndpoints:
 
     async def test_validation_error_format(self, client: httpx.AsyncClient) -> None:
         """A body over max_length is a 422 with FastAPI's error list."""
-        response = await client.post("/api/campaigns", json={"name": "x" * 201, "template_a": "a", "template_b": "b"})
+        response = await client.post(
+            "/api/campaigns", json={"name": "x" * 201, "template_a": "a", "template_b": "b"}
+        )
         assert response.status_code == 422
         assert response.json()["detail"][0]["type"] == "string_too_long"
 
 
 class TestCampaignService:
-    async def test_execution_respects_the_daily_limit(self, app_bound: None, db_session: AsyncSession, campaign_with_contacts: Campaign) -> None:
+    async def test_execution_respects_the_daily_limit(
+        self, app_bound: None, db_session: AsyncSession, campaign_with_contacts: Campaign
+    ) -> None:
         """200 contacts with a limit of 125: 125 sent, 75 queued, committed by the service's own session."""
-        db_session.add_all(Contact(phone=f"+1556{i:07d}", name=f"Test {i}", campaign=campaign_with_contacts) for i in range(190))
+        db_session.add_all(
+            Contact(phone=f"+1556{i:07d}", name=f"Test {i}", campaign=campaign_with_contacts)
+            for i in range(190)
+        )
         await db_session.commit()
         result = await service.execute_campaign(campaign_with_contacts.id)
         assert result == {"sent": 125, "queued": 75}
         sent = await db_session.scalar(
-            select(func.count()).select_from(CampaignSend).where(CampaignSend.campaign_id == campaign_with_contacts.id, CampaignSend.status == "sent")
+            select(func.count())
+            .select_from(CampaignSend)
+            .where(CampaignSend.campaign_id == campaign_with_contacts.id, CampaignSend.status == "sent")
         )
         assert sent == 125
 
-    async def test_listing_campaigns_has_a_query_budget(self, db_session: AsyncSession, campaign_with_contacts: Campaign) -> None:
+    async def test_listing_campaigns_has_a_query_budget(
+        self, db_session: AsyncSession, campaign_with_contacts: Campaign
+    ) -> None:
         """The list endpoint's query runs in two statements, and does not grow with the data."""
         with assert_max_queries(db_session, 2):
             listed = await service.list_campaigns(db_session)
         assert listed[0]["contacts"] == 10
 
         async def more_campaigns(session: AsyncSession, n: int) -> None:
-            session.add_all(Campaign(name=f"c{i}", template_a="a", template_b="b", contacts=[Contact(phone=f"+1557{i:07d}", name="n")]) for i in range(n))
+            session.add_all(
+                Campaign(
+                    name=f"c{i}",
+                    template_a="a",
+                    template_b="b",
+                    contacts=[Contact(phone=f"+1557{i:07d}", name="n")],
+                )
+                for i in range(n)
+            )
 
         await assert_no_n_plus_one(db_session, more_campaigns, service.list_campaigns)
 
-    async def test_concurrent_service_calls_on_one_test_connection_are_reported(self, app_bound: None, campaign_with_contacts: Campaign) -> None:
+    async def test_concurrent_service_calls_on_one_test_connection_are_reported(
+        self, app_bound: None, campaign_with_contacts: Campaign
+    ) -> None:
         """gather over the service's sessions on the shared test connection fails with one clear error."""
-        with pytest.raises(ConcurrentSessionError, match="asyncio.gather over sessions"):
-            await asyncio.gather(service.execute_campaign(campaign_with_contacts.id), service.execute_campaign(campaign_with_contacts.id))
+        with pytest.raises(ConcurrentSessionError, match=r"asyncio\.gather over sessions"):
+            await asyncio.gather(
+                service.execute_campaign(campaign_with_contacts.id),
+                service.execute_campaign(campaign_with_contacts.id),
+            )
 
 
 class TestDatabaseTransactions:
-    async def test_rollback_on_integrity_error(self, db_session: AsyncSession, campaign_with_contacts: Campaign) -> None:
+    async def test_rollback_on_integrity_error(
+        self, db_session: AsyncSession, campaign_with_contacts: Campaign
+    ) -> None:
         """A duplicate phone inside session.begin() rolls back that block only."""
         with pytest.raises(IntegrityError):
             async with db_session.begin():
-                db_session.add(Contact(phone="+15550000000", name="Duplicate", campaign=campaign_with_contacts))
+                db_session.add(
+                    Contact(phone="+15550000000", name="Duplicate", campaign=campaign_with_contacts)
+                )
                 await db_session.flush()
         assert await db_session.scalar(select(func.count()).select_from(Contact)) == 10
 
     async def test_cascade_deletes(self, db_session: AsyncSession, campaign_with_contacts: Campaign) -> None:
         """Deleting a campaign deletes its contacts and sends (foreign keys are on, on SQLite too)."""
-        await db_session.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign_with_contacts.id})
+        await db_session.execute(
+            text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign_with_contacts.id}
+        )
         await db_session.commit()
         assert await db_session.scalar(select(func.count()).select_from(Contact)) == 0
 
     async def test_rows_from_before_a_new_column_read_back_as_none(self, db_session: AsyncSession) -> None:
         """Backward compatibility: a row inserted without the newer `summary` column has summary None."""
         await db_session.execute(
-            text("INSERT INTO campaigns (name, template_a, template_b, daily_limit) VALUES ('old', 'a', 'b', 10)")
+            text(
+                "INSERT INTO campaigns (name, template_a, template_b, daily_limit) VALUES ('old', 'a', 'b', 10)"
+            )
         )
         await db_session.commit()
         listed = await service.list_campaigns(db_session)

@@ -52,7 +52,9 @@ def test_unreachable_server_stops_the_run_with_instructions(
     result.assert_outcomes()
 
 
-def test_remote_server_stops_the_run(harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remote_server_stops_the_run(
+    harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A non-loopback database server is refused unless the ini opts in."""
     monkeypatch.setenv("HARNESS_DATABASE_URL", "postgresql://postgres@db.example.com/app")
     harness_pytester.makeconftest(MODELS)

@@ -66,7 +66,7 @@ def test_db_fixtures_work_in_wider_event_loops(harness_pytester: pytest.Pytester
     harness_pytester.makeconftest(MODELS)
     harness_pytester.makepyfile(
         test_one=ISOLATION_TESTS,
-        test_two=f"""
+        test_two="""
         import pytest
         from conftest import Note, count_notes
 

@@ -19,7 +19,9 @@ def _sqlite_only(harness_pytester: pytest.Pytester) -> None:
     import os
 
     if os.environ.get("HARNESS_DATABASE_URL", "").startswith("postgres"):
-        pytest.skip("checks the SQLite file on disk; the PostgreSQL side is tested in tests/unit/test_databases.py")
+        pytest.skip(
+            "checks the SQLite file on disk; the PostgreSQL side is tested in tests/unit/test_databases.py"
+        )
 
 
 def test_without_reuse_the_database_is_dropped_after_the_run(harness_pytester: pytest.Pytester) -> None:
@@ -46,7 +48,11 @@ def test_reuse_db_keeps_the_database_and_create_db_rebuilds_it(harness_pytester:
         print(f"NOTES BEFORE={before}")
     """
     )
-    for options, before in ((["--harness-reuse-db"], 0), (["--harness-reuse-db"], 1), (["--harness-reuse-db", "--harness-create-db"], 0)):
+    for options, before in (
+        (["--harness-reuse-db"], 0),
+        (["--harness-reuse-db"], 1),
+        (["--harness-reuse-db", "--harness-create-db"], 0),
+    ):
         result = harness_pytester.runpytest_subprocess("-s", "-p", "no:randomly", *options)
         result.assert_outcomes(passed=2)
         result.stdout.fnmatch_lines([f"*NOTES BEFORE={before}*"])
@@ -90,4 +96,6 @@ def test_options_are_listed_in_help(harness_pytester: pytest.Pytester) -> None:
             "*--harness-create-db*",
         ]
     )
-    result.stdout.fnmatch_lines(["  harness_database_url (string):*", "  harness_allow_remote_database (bool):*"])
+    result.stdout.fnmatch_lines(
+        ["  harness_database_url (string):*", "  harness_allow_remote_database (bool):*"]
+    )

@@ -63,7 +63,9 @@ def test_default_is_a_sqlite_file_in_the_temporary_directory() -> None:
 
 def test_postgres_names_must_be_plain_identifiers() -> None:
     """Names are quoted into DDL, so only safe characters are accepted."""
-    with pytest.raises(DatabaseConfigError, match=r"^Test database name 'test_My-App' must use only lower-case"):
+    with pytest.raises(
+        DatabaseConfigError, match=r"^Test database name 'test_My-App' must use only lower-case"
+    ):
         TestDatabase("postgresql://u@127.0.0.1/x", name="My-App")
 
 
@@ -83,17 +85,23 @@ async def test_postgres_clones_workers_from_one_template(server_url: str, admin:
     gw0 = TestDatabase(server_url, schema=Base.metadata, name="clones", worker="gw0", run_id=run)
     gw1 = TestDatabase(server_url, schema=Base.metadata, name="clones", worker="gw1", run_id=run)
     await gw0.create()
-    template_oid = (await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))).scalar()
+    template_oid = (
+        await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))
+    ).scalar()
     await gw1.create()
     assert {"test_clones_gw0", "test_clones_gw1", "test_clones_template"} <= await database_names(admin)
-    assert (await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))).scalar() == template_oid
+    assert (
+        await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))
+    ).scalar() == template_oid
     assert await table_names(gw1) == ["campaigns", "contacts"]
     await gw0.drop(template=False)
     await gw1.drop()
     assert not {"test_clones_gw0", "test_clones_gw1", "test_clones_template"} & await database_names(admin)
 
 
-async def test_a_foreign_database_with_a_test_name_is_never_dropped(server_url: str, admin: AsyncConnection) -> None:
+async def test_a_foreign_database_with_a_test_name_is_never_dropped(
+    server_url: str, admin: AsyncConnection
+) -> None:
     """A test_ database that harness did not create is left alone, with an error saying so."""
     await admin.execute(text('CREATE DATABASE "test_foreign"'))
     try:
@@ -115,7 +123,10 @@ async def test_a_foreign_sqlite_file_is_never_deleted(tmp_path: Path) -> None:
     foreign = tmp_path / "test_mine.sqlite3"
     foreign.write_bytes(b"precious")
     database = TestDatabase(f"sqlite+aiosqlite:///{tmp_path / 'mine.db'}", schema=Base.metadata)
-    with pytest.raises(UnsafeDatabaseError, match=r"^SQLite file '.*test_mine\.sqlite3' exists but was not created by harness"):
+    with pytest.raises(
+        UnsafeDatabaseError,
+        match=r"^SQLite file '.*test_mine\.sqlite3' exists but was not created by harness",
+    ):
         await database.create()
     assert foreign.read_bytes() == b"precious"
 
@@ -136,9 +147,20 @@ async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: s
         return count
 
     assert await campaigns(TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True)) == 1
-    assert await campaigns(TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True, recreate=True)) == 0
+    assert (
+        await campaigns(
+            TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True, recreate=True)
+        )
+        == 0
+    )
     changed = MetaData()
-    Table("campaigns", changed, Column("id", Integer, primary_key=True), Column("name", Integer), Column("daily_limit", Integer))
+    Table(
+        "campaigns",
+        changed,
+        Column("id", Integer, primary_key=True),
+        Column("name", Integer),
+        Column("daily_limit", Integer),
+    )
     rebuilt = TestDatabase(server_url, schema=changed, name="reuse", reuse=True)
     await rebuilt.create()
     async with rebuilt.engine.connect() as connection:  # type: ignore[union-attr]
@@ -168,7 +190,8 @@ async def test_a_failing_schema_callable_is_reported_and_cleaned_up(server_url: 
 
     def broken_migration(connection: Connection) -> None:
         connection.execute(text("CREATE TABLE half (id INTEGER)"))
-        raise RuntimeError("revision 42 failed")
+        msg = "revision 42 failed"
+        raise RuntimeError(msg)
 
     database = TestDatabase(server_url, schema=broken_migration, name="broken")
     with pytest.raises(SchemaError) as excinfo:

@@ -7,6 +7,7 @@ The scope tests run on the backend of the run (SQLite by default, PostgreSQL wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -177,7 +178,9 @@ async def integrity_error_in_begin(session: AsyncSession, _maker: async_sessionm
     assert (await session.scalars(select(Contact.phone))).all() == ["+15550000002"]
 
 
-async def app_uses_its_own_sessionmaker(session: AsyncSession, maker: async_sessionmaker[AsyncSession]) -> None:
+async def app_uses_its_own_sessionmaker(
+    session: AsyncSession, maker: async_sessionmaker[AsyncSession]
+) -> None:
     with bind_sessions(session, maker):
         async with maker() as app_session:
             app_session.add(Campaign(name="from the app"))
@@ -203,7 +206,7 @@ class Boom(Exception):
     pass
 
 
-async def test_fails_mid_transaction(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
+async def fails_mid_transaction(session: AsyncSession, _maker: async_sessionmaker[AsyncSession]) -> None:
     session.add(Campaign(name="half done"))
     await session.flush()
     raise Boom
@@ -217,9 +220,8 @@ CASES: list[Callable[[AsyncSession, async_sessionmaker[AsyncSession]], Awaitable
     app_uses_its_own_sessionmaker,
     raw_sql_writes,
     ddl_inside_the_test,
-    test_fails_mid_transaction,
+    fails_mid_transaction,
 ]
-test_fails_mid_transaction.__test__ = False  # type: ignore[attr-defined]
 
 
 async def run_case(engine: AsyncEngine, case: Callable[..., Awaitable[None]]) -> None:
@@ -304,12 +306,10 @@ async def test_second_connection_is_stopped(db_engine: AsyncEngine) -> None:
 
 async def test_swallowed_violation_fails_at_scope_exit(db_engine: AsyncEngine) -> None:
     """If the code catches harness's error, the scope raises it again when it ends."""
-    with pytest.raises(IsolationError, match="^Raw SQL 'COMMIT'"):
+    with pytest.raises(IsolationError, match=r"^Raw SQL 'COMMIT'"):
         async with rollback_scope(db_engine) as session:
-            try:
+            with contextlib.suppress(IsolationError):
                 await session.execute(text("COMMIT"))
-            except IsolationError:
-                pass
     await assert_clean(db_engine)
 
 
@@ -347,7 +347,9 @@ async def test_sessions_ended_out_of_order_get_a_clear_error(db_engine: AsyncEng
                 second.add(Campaign(name="second"))
                 await second.flush()
                 await first.commit()
-    assert str(excinfo.value).startswith("Two sessions used the test's connection in overlapping transactions: savepoint ")
+    assert str(excinfo.value).startswith(
+        "Two sessions used the test's connection in overlapping transactions: savepoint "
+    )
     await assert_clean(db_engine)
 
 
@@ -370,7 +372,11 @@ async def test_objects_stay_usable_after_commit(db_engine: AsyncEngine) -> None:
         campaign = Campaign(name="readable", contacts=[Contact(phone="+15550000003")])
         session.add(campaign)
         await session.commit()
-        assert (campaign.id, campaign.name, campaign.contacts[0].phone) == (campaign.id, "readable", "+15550000003")
+        assert (campaign.id, campaign.name, campaign.contacts[0].phone) == (
+            campaign.id,
+            "readable",
+            "+15550000003",
+        )
         assert campaign.id is not None
 
 
@@ -386,7 +392,8 @@ async def test_nested_scope_sees_shared_data_and_discards_its_own(db_engine: Asy
         for test in ("first", "second"):
             async with rollback_scope(class_session) as session:
                 fresh = await session.get(Campaign, shared.id)
-                assert fresh is not None and fresh is not shared  # a fresh instance per test
+                assert fresh is not None
+                assert fresh is not shared
                 assert (await session.scalars(select(Campaign.name))).all() == ["shared"]
                 fresh.name = f"renamed in {test}"
                 session.add(Contact(phone=f"+1555{test}"))
@@ -408,7 +415,9 @@ async def test_a_scope_cannot_be_entered_twice(db_engine: AsyncEngine) -> None:
     with pytest.raises(ScopeError) as excinfo:
         async with scope:
             pass
-    assert excinfo.value.args == ("This rollback scope was already used. Call rollback_scope() again for a new scope.",)
+    assert excinfo.value.args == (
+        "This rollback scope was already used. Call rollback_scope() again for a new scope.",
+    )
 
 
 async def test_session_used_after_its_scope_ended_is_an_error(db_engine: AsyncEngine) -> None:
@@ -443,13 +452,17 @@ async def test_scope_of_a_wrong_type_is_a_type_error() -> None:
     with pytest.raises(TypeError) as excinfo:
         async with rollback_scope("sqlite://"):  # type: ignore[arg-type]
             pass
-    assert excinfo.value.args == ("rollback_scope() takes an AsyncEngine or a scope's AsyncSession, got str.",)
+    assert excinfo.value.args == (
+        "rollback_scope() takes an AsyncEngine or a scope's AsyncSession, got str.",
+    )
 
 
 # -- Binding the app's own sessions -------------------------------------------------------------------
 
 
-async def test_bind_sessions_points_the_sessionmaker_at_the_scope_and_restores_it(db_engine: AsyncEngine) -> None:
+async def test_bind_sessions_points_the_sessionmaker_at_the_scope_and_restores_it(
+    db_engine: AsyncEngine,
+) -> None:
     """While bound, the app's sessionmaker writes into the test transaction; afterwards it is as before."""
     maker = async_sessionmaker(db_engine, expire_on_commit=True)
     before = dict(maker.kw)
@@ -490,7 +503,8 @@ async def test_bind_sessions_overrides_a_fastapi_dependency(db_engine: AsyncEngi
         assert response.status_code == 200
         assert app.dependency_overrides == {}
         created = await session.get(Campaign, response.json()["id"])
-        assert created is not None and created.name == "via api"
+        assert created is not None
+        assert created.name == "via api"
     await assert_clean(db_engine)
 
 
@@ -518,7 +532,9 @@ async def test_probe_catches_the_sqlite_driver_leak(tmp_path: Path) -> None:
     """Without harness's SQLite fix the documented recipe leaks, and the probe says so loudly."""
     plain = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_plain.db'}")
     try:
-        with pytest.raises(IsolationProbeError, match=r"row\(s\) committed inside a rollback scope were still there"):
+        with pytest.raises(
+            IsolationProbeError, match=r"row\(s\) committed inside a rollback scope were still there"
+        ):
             await probe_isolation(plain)
     finally:
         await plain.dispose()

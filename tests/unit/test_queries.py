@@ -41,7 +41,9 @@ async def test_assert_num_queries_failure_lists_the_sql(db_session: AsyncSession
         await db_session.scalars(select(Contact).where(Contact.phone == "+1"))
     lines = str(excinfo.value).splitlines()
     assert lines[0] == "Expected 1 queries but the block ran 2:"
-    assert lines[1].startswith("1. SELECT campaigns.id, campaigns.name, campaigns.daily_limit FROM campaigns WHERE campaigns.name = ")
+    assert lines[1].startswith(
+        "1. SELECT campaigns.id, campaigns.name, campaigns.daily_limit FROM campaigns WHERE campaigns.name = "
+    )
     assert lines[2].strip().startswith("parameters: ")
     assert "'a'" in lines[2]
     assert lines[3].startswith("2. SELECT contacts.id")
@@ -51,7 +53,10 @@ async def test_assert_max_queries_allows_fewer_and_fails_on_more(db_session: Asy
     """A budget is an upper bound."""
     with assert_max_queries(db_session, 3):
         await db_session.scalars(select(Campaign))
-    with pytest.raises(AssertionError, match=r"^Expected at most 0 queries but the block ran 1:\n1\. SELECT"), assert_max_queries(db_session, 0):
+    with (
+        pytest.raises(AssertionError, match=r"^Expected at most 0 queries but the block ran 1:\n1\. SELECT"),
+        assert_max_queries(db_session, 0),
+    ):
         await db_session.scalars(select(Campaign))
 
 
@@ -87,7 +92,9 @@ async def test_n_plus_one_sizes_must_increase(db_session: AsyncSession) -> None:
     async def run(_session: AsyncSession) -> None:
         pass
 
-    with pytest.raises(ValueError, match=r"^sizes must be two increasing positive sizes such as \(2, 8\), got \(5, 5\)\.$"):
+    with pytest.raises(
+        ValueError, match=r"^sizes must be two increasing positive sizes such as \(2, 8\), got \(5, 5\)\.$"
+    ):
         await assert_no_n_plus_one(db_session, add_campaigns, run, sizes=(5, 5))
 
 
@@ -95,4 +102,6 @@ def test_capture_rejects_what_is_not_a_bind() -> None:
     """A wrong argument is a TypeError naming what is accepted."""
     with pytest.raises(TypeError) as excinfo, capture_queries("engine"):  # type: ignore[arg-type]
         pass
-    assert excinfo.value.args == ("capture_queries() takes an AsyncEngine, AsyncConnection or AsyncSession, got str.",)
+    assert excinfo.value.args == (
+        "capture_queries() takes an AsyncEngine, AsyncConnection or AsyncSession, got str.",
+    )

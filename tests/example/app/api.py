@@ -28,7 +28,9 @@ class CampaignIn(BaseModel):
 
 
 @app.post("/api/campaigns", status_code=201)
-async def create_campaign(body: CampaignIn, db: Annotated[AsyncSession, Depends(get_db)]) -> dict[str, object]:
+async def create_campaign(
+    body: CampaignIn, db: Annotated[AsyncSession, Depends(get_db)]
+) -> dict[str, object]:
     campaign = Campaign(**body.model_dump())
     db.add(campaign)
     await db.commit()

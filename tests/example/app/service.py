@@ -17,15 +17,23 @@ async def execute_campaign(campaign_id: int) -> dict[str, int]:
     async with SessionLocal() as session:
         campaign = await session.get_one(Campaign, campaign_id)
         sent_today = await session.scalar(
-            select(func.count()).select_from(CampaignSend).where(
-                CampaignSend.campaign_id == campaign_id, CampaignSend.status == "sent"
-            )
+            select(func.count())
+            .select_from(CampaignSend)
+            .where(CampaignSend.campaign_id == campaign_id, CampaignSend.status == "sent")
         )
-        contacts = (await session.scalars(select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id))).all()
+        contacts = (
+            await session.scalars(
+                select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id)
+            )
+        ).all()
         budget = max(campaign.daily_limit - (sent_today or 0), 0)
         for n, contact in enumerate(contacts):
             status = "sent" if n < budget else "queued"
-            session.add(CampaignSend(campaign_id=campaign_id, contact_id=contact.id, variant="AB"[n % 2], status=status))
+            session.add(
+                CampaignSend(
+                    campaign_id=campaign_id, contact_id=contact.id, variant="AB"[n % 2], status=status
+                )
+            )
         await session.commit()
         sent = min(budget, len(contacts))
         return {"sent": sent, "queued": len(contacts) - sent}
@@ -33,5 +41,9 @@ async def execute_campaign(campaign_id: int) -> dict[str, int]:
 
 async def list_campaigns(session: AsyncSession) -> list[dict[str, object]]:
     """Campaigns with their contact counts, loaded in two queries whatever the number of campaigns."""
-    campaigns = (await session.scalars(select(Campaign).options(selectinload(Campaign.contacts)).order_by(Campaign.id))).all()
-    return [{"id": c.id, "name": c.name, "contacts": len(c.contacts), "summary": c.summary} for c in campaigns]
+    campaigns = (
+        await session.scalars(select(Campaign).options(selectinload(Campaign.contacts)).order_by(Campaign.id))
+    ).all()
+    return [
+        {"id": c.id, "name": c.name, "contacts": len(c.contacts), "summary": c.summary} for c in campaigns
+    ]

@@ -1,0 +1,124 @@
+"""Developer and CI tasks: `nox -s example`, `nox -s tests`, `nox -s lint typecheck docs bench`.
+
+The PostgreSQL sessions use the server in $HARNESS_POSTGRES_URL, or start a throwaway cluster with
+.ci/postgres.py for the duration of the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import nox
+
+nox.needs_version = ">=2024.3.2"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+POSTGRES_SCRIPT = os.path.join(".ci", "postgres.py")
+
+
+def install(session: nox.Session, *groups: str) -> None:
+    requirements = [req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)]
+    session.install("-e", ".[postgres]", *requirements)
+
+
+@contextlib.contextmanager
+def postgres_server(session: nox.Session) -> Iterator[str]:
+    """The PostgreSQL server URL: $HARNESS_POSTGRES_URL, or a cluster started (and stopped) here."""
+    if url := os.environ.get("HARNESS_POSTGRES_URL"):
+        yield url
+        return
+    started = subprocess.run(
+        [sys.executable, POSTGRES_SCRIPT, "start"], capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        session.error(
+            "PostgreSQL is needed for this session and could not be started:\n"
+            f"{started.stdout}{started.stderr}\n"
+            f"Start one with `python {POSTGRES_SCRIPT} start` and export HARNESS_POSTGRES_URL=<the URL it prints>."
+        )
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([sys.executable, POSTGRES_SCRIPT, "stop"], check=False)
+
+
+def database_url(server_url: str) -> str:
+    """The URL the suite derives its test databases from (test_harness, test_harness_gw0, …)."""
+    return server_url.rsplit("/", 1)[0] + "/harness"
+
+
+def run_suite(session: nox.Session, *url_args: str) -> None:
+    # The library and plugin tests run in two xdist workers (per-worker databases); the example
+    # suite is a project of its own with its own rootdir, run as a user would.
+    session.run("pytest", "-n", "2", "-p", "xdist", *url_args, *session.posargs)
+    session.run("pytest", "tests/example", *url_args)
+
+
+@nox.session
+@nox.parametrize("backend", ["sqlite", "postgres"])
+def tests(session: nox.Session, backend: str) -> None:
+    """The whole test suite on embedded SQLite, or on a real PostgreSQL server."""
+    install(session, "test")
+    if backend == "sqlite":
+        run_suite(session)
+        return
+    with postgres_server(session) as url:
+        run_suite(session, f"--harness-database-url={database_url(url)}")
+
+
+@nox.session
+def example(session: nox.Session) -> None:
+    """The example suite (tests/example) on the embedded SQLite default."""
+    install(session, "test")
+    session.run("pytest", "tests/example", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    install(session, "typecheck")
+    session.run("mypy", "harness")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; warnings are errors."""
+    install(session, "docs")
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "-f",
+        os.path.join("docs", "mkdocs.yml"),
+        "--site-dir",
+        os.path.abspath(os.path.join(session.create_tmp(), "site")),
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, measured side by side in one run; figures go to .bench/results.json."""
+    install(session, "test")
+    with postgres_server(session) as url:
+        session.run(
+            "python",
+            os.path.join("bench", "bench_isolation.py"),
+            "--postgres-url",
+            database_url(url),
+            *session.posargs,
+        )

@@ -80,7 +80,6 @@ _CONCURRENCY_ADVICE = (
     "(asyncio.gather over sessions). Run them one after another, or test concurrency with real commits "
     "on separate connections."
 )
-_OWN_STATEMENT_KEY = "harness.own_statement"
 _SKIPPED_FILES = (
     "sqlalchemy",
     "greenlet",
@@ -237,11 +236,11 @@ def _fix_sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.info[_OWN_STATEMENT_KEY] = True
-        try:
-            connection.exec_driver_sql("BEGIN")
-        finally:
-            connection.info.pop(_OWN_STATEMENT_KEY, None)
+        # Straight to the driver: this runs once per test, and SQLAlchemy's execution machinery
+        # (and harness's raw-BEGIN guard) have nothing to add to it.
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("BEGIN")
+        cursor.close()
 
 
 _TIMEOUT_NOTES = {
@@ -267,32 +266,30 @@ def _explain_timeouts(context: Any) -> None:
 # -- Guards ----------------------------------------------------------------------------------------
 
 
-def _caller_frames() -> list[tuple[str, int, str]]:
-    """The stack as (file, line, function), innermost first, cheap enough for every savepoint.
+def _caller() -> str:
+    """The innermost frame of the code that called into SQLAlchemy, as 'file:line in function'.
 
-    Inside SQLAlchemy's greenlet the awaiting coroutine's frames hang off the parent greenlet.
+    Inside SQLAlchemy's greenlet, the awaiting coroutine's frames hang off the parent greenlet. This
+    runs for every savepoint, so it stops at the first frame that is not a library's.
     """
-    frames = []
     frame: FrameType | None = sys._getframe(1)
     parent = greenlet.getcurrent().parent
     while frame is not None:
-        frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        code = frame.f_code
+        skipped = _SKIPPED_FILENAMES.get(code.co_filename)
+        if skipped is None:
+            skipped = _SKIPPED_FILENAMES[code.co_filename] = any(
+                part in code.co_filename for part in _SKIPPED_FILES
+            )
+        if not skipped:
+            return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
         frame = frame.f_back
         if frame is None and parent is not None and parent.gr_frame is not None:
             frame, parent = parent.gr_frame, None
-    return frames
-
-
-def _where(frames: list[tuple[str, int, str]]) -> str:
-    """The innermost frame of the code that called into SQLAlchemy, as 'file:line in function'."""
-    for filename, lineno, name in frames:
-        if not any(part in filename for part in _SKIPPED_FILES):
-            return f"{filename}:{lineno} in {name}"
     return "an unknown place"
 
 
-def _caller() -> str:
-    return _where(_caller_frames())
+_SKIPPED_FILENAMES: dict[str, bool] = {}
 
 
 def _current_task() -> asyncio.Task[Any] | None:
@@ -349,14 +346,14 @@ def _guard(engine: Engine) -> _EngineGuard:
     @event.listens_for(engine, "before_cursor_execute")
     def _before_execute(connection: Connection, _c: Any, statement: str, *_: Any) -> None:
         scope = connection.info.get(_SCOPE_KEY)
-        if scope is None or not scope.active or connection.info.get(_OWN_STATEMENT_KEY):
+        if scope is None or not scope.active:
             return
         savepoint = _SAVEPOINT_STATEMENT.match(statement)
         if savepoint is not None:
             verb, name = savepoint.group(1).upper(), savepoint.group(2).strip('"')
             if verb == "SAVEPOINT":
                 task = _current_task()
-                scope.savepoints.append(_Savepoint(name, task, _caller_frames()))
+                scope.savepoints.append(_Savepoint(name, task, _caller()))
                 if task is not None:
                     scope._root()._tasks.add(task)
             else:
@@ -380,11 +377,7 @@ def _guard(engine: Engine) -> _EngineGuard:
 class _Savepoint:
     name: str
     task: asyncio.Task[Any] | None
-    frames: list[tuple[str, int, str]]
-
-    @property
-    def where(self) -> str:
-        return _where(self.frames)
+    where: str
 
 
 # -- Rollback scopes -------------------------------------------------------------------------------

@@ -157,8 +157,8 @@ async def count_round_trips(engine: AsyncEngine, run: Case) -> int:
         nonlocal calls
         calls += 1
 
-    # On SQLite harness sends BEGIN as a statement; asyncpg starts the transaction itself.
-    events = ["before_cursor_execute", "commit", "rollback"] + (
+    # BEGIN is sent inside the "begin" event (asyncpg, and harness's SQLite fix), not as a statement.
+    events = ["begin", "before_cursor_execute", "commit", "rollback"]
         ["begin"] if engine.dialect.driver == "asyncpg" else []
     )
     for name in events:

@@ -29,6 +29,7 @@ import greenlet
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SAWarning
+from sqlalchemy.util import await_
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -236,11 +237,9 @@ def _fix_sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        # Straight to the driver: this runs once per test, and SQLAlchemy's execution machinery
-        # (and harness's raw-BEGIN guard) have nothing to add to it.
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute("BEGIN")
-        cursor.close()
+        # Straight to the driver, once per test: aiosqlite's Connection.execute is one trip to its
+        # thread, where a cursor would take three (create, execute, close).
+        await_(connection.connection.driver_connection.execute("BEGIN"))  # type: ignore[union-attr]
 
 
 _TIMEOUT_NOTES = {

@@ -159,8 +159,6 @@ async def count_round_trips(engine: AsyncEngine, run: Case) -> int:
 
     # BEGIN is sent inside the "begin" event (asyncpg, and harness's SQLite fix), not as a statement.
     events = ["begin", "before_cursor_execute", "commit", "rollback"]
-        ["begin"] if engine.dialect.driver == "asyncpg" else []
-    )
     for name in events:
         event.listen(engine.sync_engine, name, count)
     await run()

@@ -46,6 +46,7 @@ connection (sync callables, such as an Alembic ``upgrade``, get a sync `Connecti
 
 _MARK = "created by harness for tests"
 _NAME = re.compile(r"^[a-z0-9_]+$")
+_MAX_NAME = 63  # PostgreSQL's NAMEDATALEN - 1
 T = TypeVar("T")
 
 
@@ -107,6 +108,9 @@ class TestDatabase:
         if self.is_postgres and not _NAME.match(self.name):
             msg = f"Test database name {self.name!r} must use only lower-case letters, digits and underscores. Pass name='...' to choose one."
             raise DatabaseConfigError(msg)
+        if self.is_postgres and len(self.template_name) > _MAX_NAME:
+            msg = f"Test database name {base!r} is too long: with '_template' it passes PostgreSQL's {_MAX_NAME}-byte limit. Pass a shorter name='...'."
+            raise DatabaseConfigError(msg)
         if self.is_memory:
             self.url = self.server_url
         elif self.is_postgres:
@@ -137,7 +141,7 @@ class TestDatabase:
     def fingerprint(self) -> str:
         """A short hash of the schema, stored with the database so that reuse notices changes."""
         if isinstance(self.schema, MetaData):
-            dialect = create_async_engine(self.server_url).dialect
+            dialect = self.server_url.get_dialect()()
             ddl = [str(CreateTable(t).compile(dialect=dialect)) for t in self.schema.sorted_tables]
             ddl += sorted(
                 str(CreateIndex(i).compile(dialect=dialect))
@@ -195,19 +199,20 @@ class TestDatabase:
             await admin.execute(text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": self.template_name})
             template_mark = await self._mark_of(admin, self.template_name)
             wanted = f"{_MARK}; schema {fingerprint}"
-            fresh_template = (
-                self.recreate
-                or not (template_mark or "").startswith(wanted)
-                or (not self.reuse and template_mark != f"{wanted}; run {self.run_id}")
+            this_run = f"{wanted}; run {self.run_id}"
+            # Rebuild a template that is missing, half-built or of another schema; without reuse (or with
+            # recreate) rebuild once per run: the first worker builds, the others find this run's mark.
+            fresh_template = not (template_mark or "").startswith(wanted) or (
+                (self.recreate or not self.reuse) and template_mark != this_run
             )
             if fresh_template:
                 await self._drop_owned(admin, self.template_name)
                 await admin.execute(text(f'CREATE DATABASE "{self.template_name}"'))
-                await self._mark(admin, self.template_name, f"{fingerprint}; run {self.run_id}")
+                await self._mark(admin, self.template_name, "building")  # ours, but not usable yet
                 engine = create_test_engine(
                     self.server_url.set(database=self.template_name),
                     allow_remote=self.allow_remote,
-                    poolclass=NullPool,
+                    **{**self.engine_options, "poolclass": NullPool},
                 )
                 try:
                     await _build_schema(engine, self.schema, self.template_name)
@@ -216,7 +221,9 @@ class TestDatabase:
                     await self._drop_owned(admin, self.template_name)
                     raise
                 await engine.dispose()
-            if fresh_template or not self.reuse or await self._mark_of(admin, self.name) is None:
+                await self._mark(admin, self.template_name, f"{fingerprint}; run {self.run_id}")
+            worker_mark = await self._mark_of(admin, self.name)
+            if fresh_template or not self.reuse or not (worker_mark or "").startswith(wanted):
                 await self._drop_owned(admin, self.name)
                 await self._clone(admin)
 
@@ -225,6 +232,7 @@ class TestDatabase:
         await self._mark(admin, self.name, self.fingerprint())
 
     async def _mark(self, admin: AsyncConnection, name: str, details: str) -> None:
+        # details: "building", or the schema fingerprint (and the run that built a template)
         await admin.execute(text(f"COMMENT ON DATABASE \"{name}\" IS '{_MARK}; schema {details}'"))
 
     async def _mark_of(self, admin: AsyncConnection, name: str) -> str | None:
@@ -247,7 +255,7 @@ class TestDatabase:
             msg = (
                 f"Database {name!r} exists on the server but was not created by harness, so harness will not drop "
                 "or change it. Drop it yourself if it is disposable, or choose another test database name "
-                "(TestDatabase(name=...) or the harness_database_url setting)."
+                "(TestDatabase(name=...) or the harness_database_name setting)."
             )
             raise UnsafeDatabaseError(msg)
         await admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
@@ -270,15 +278,18 @@ class TestDatabase:
                 return
             self._remove_sqlite_file()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._marker_path.write_text(json.dumps({"mark": _MARK, "schema": fingerprint}))
-        engine = create_test_engine(self.url, poolclass=NullPool)
+        self._marker_path.write_text(
+            json.dumps({"mark": _MARK, "schema": "building"})
+        )  # ours, not usable yet
+        engine = create_test_engine(self.url, **{**self.engine_options, "poolclass": NullPool})
         try:
             await _build_schema(engine, self.schema, self.name)
         except SchemaError:
+            await engine.dispose()
             self._remove_sqlite_file()
             raise
-        finally:
-            await engine.dispose()
+        await engine.dispose()
+        self._marker_path.write_text(json.dumps({"mark": _MARK, "schema": fingerprint}))
 
     def _remove_sqlite_file(self) -> None:
         path = self._sqlite_path
@@ -291,7 +302,10 @@ class TestDatabase:
                 "change it. Delete it yourself if it is disposable, or choose another test database name."
             )
             raise UnsafeDatabaseError(msg)
-        for leftover in (path, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal")):
+        for leftover in (
+            path,
+            *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm")),
+        ):
             leftover.unlink(missing_ok=True)
         self._marker_path.unlink()
 

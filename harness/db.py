@@ -26,6 +26,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import greenlet
+import sqlalchemy
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SAWarning
@@ -68,25 +69,29 @@ _MEMORY_NAMES = {None, "", ":memory:"}
 
 # Statements that end or restart the outer test transaction when sent as raw SQL.
 _TRANSACTION_CONTROL = re.compile(
-    r"^\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b)|BEGIN|START\s+TRANSACTION|PREPARE\s+TRANSACTION)\b",
+    r"(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b)|BEGIN|START\s+TRANSACTION|PREPARE\s+TRANSACTION)\b",
     re.IGNORECASE,
 )
 _SAVEPOINT_STATEMENT = re.compile(
-    r"^\s*(SAVEPOINT|RELEASE|ROLLBACK)\s+(?:(?:WORK|TRANSACTION)\s+)?(?:TO\s+)?(?:SAVEPOINT\s+)?(\"[^\"]+\"|\w+)",
+    r"(SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+(?:WORK|TRANSACTION))?\s+TO(?:\s+SAVEPOINT)?)\s+(\"[^\"]+\"|\w+)",
     re.IGNORECASE,
 )
+# Whitespace and comments before a statement's first keyword.
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+# URL query keys and connect_args that would choose another database or server than the URL names.
+_REDIRECTING_KEYS = ("database", "dbname", "dsn", "db", "user_database")
 _SCOPE_KEY = "harness.scope"
 _CONCURRENCY_ADVICE = (
     "Every session in a rollback scope shares the test's one connection, so they cannot run concurrently "
     "(asyncio.gather over sessions). Run them one after another, or test concurrency with real commits "
     "on separate connections."
 )
+# Where library frames live: the packages of SQLAlchemy, greenlet, asyncio and harness, and contextlib.
 _SKIPPED_FILES = (
-    "sqlalchemy",
-    "greenlet",
-    os.sep + "asyncio" + os.sep,
-    "contextlib",
-    os.path.dirname(__file__),
+    *(os.path.dirname(module.__file__ or "") + os.sep for module in (sqlalchemy, greenlet, asyncio)),
+    os.path.dirname(__file__) + os.sep,
+    contextlib.__file__,
+    "<",  # generated code: SQLAlchemy's decorators, <frozen …>
 )
 
 
@@ -129,7 +134,10 @@ def _require_driver(module: str) -> None:
 
 def is_memory(url: URL) -> bool:
     """Whether ``url`` names an in-memory SQLite database."""
-    return url.get_backend_name() == "sqlite" and (url.database in _MEMORY_NAMES or "mode=memory" in str(url))
+    if url.get_backend_name() != "sqlite":
+        return False
+    uri = str(url.query.get("uri", "")).lower() in {"true", "1"}
+    return url.database in _MEMORY_NAMES or (uri and url.query.get("mode") == "memory")
 
 
 def _is_loopback(host: str) -> bool:
@@ -149,6 +157,7 @@ def check_test_database(url: str | URL, *, allow_remote: bool = False) -> URL:
     ``allow_remote=True`` is the explicit opt-in for a server on another host.
     """
     parsed = normalize_url(url)
+    _refuse_redirects(dict(parsed.query), "URL query")
     if parsed.get_backend_name() == "sqlite":
         if not is_memory(parsed) and not Path(str(parsed.database)).name.startswith(TEST_PREFIX):
             msg = (
@@ -208,6 +217,9 @@ def create_test_engine(
     """
     parsed = check_test_database(url if url is not None else DEFAULT_URL, allow_remote=allow_remote)
     options: dict[str, Any] = dict(engine_options)
+    _refuse_redirects(options.get("connect_args", {}), "connect_args")
+    if "host" in options.get("connect_args", {}):
+        check_test_database(parsed.set(host=str(options["connect_args"]["host"])), allow_remote=allow_remote)
     if parsed.get_backend_name() == "postgresql":
         connect_args = dict(options.pop("connect_args", {}))
         settings = {"application_name": "harness", **connect_args.pop("server_settings", {})}
@@ -220,8 +232,35 @@ def create_test_engine(
         _fix_sqlite_transactions(engine.sync_engine)
     else:
         event.listen(engine.sync_engine, "handle_error", _explain_timeouts)
+        event.listen(engine.sync_engine, "connect", _check_connected_database)
     _guard(engine.sync_engine)
+    _test_engines.add(engine.sync_engine)
     return engine
+
+
+_test_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _refuse_redirects(arguments: dict[str, Any], where: str) -> None:
+    redirecting = sorted(key for key in arguments if key in _REDIRECTING_KEYS)
+    if redirecting:
+        msg = (
+            f"Refusing {where} option {redirecting[0]!r}: it would connect to another database than the URL names, "
+            "past harness's test-database check. Put the database name in the URL's path."
+        )
+        raise UnsafeDatabaseError(msg)
+
+
+def _check_connected_database(dbapi_connection: Any, _record: Any) -> None:
+    # The last word on safety: whatever the URL and options said, the server must say test_.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SELECT current_database()")
+    name = cursor.fetchone()[0]
+    cursor.close()
+    if not name.startswith(TEST_PREFIX):
+        dbapi_connection.close()
+        msg = f"Refusing to use database {name!r}: the server connected harness to a database whose name does not start with {TEST_PREFIX!r}."
+        raise UnsafeDatabaseError(msg)
 
 
 def _fix_sqlite_transactions(engine: Engine) -> None:
@@ -277,9 +316,7 @@ def _caller() -> str:
         code = frame.f_code
         skipped = _SKIPPED_FILENAMES.get(code.co_filename)
         if skipped is None:
-            skipped = _SKIPPED_FILENAMES[code.co_filename] = any(
-                part in code.co_filename for part in _SKIPPED_FILES
-            )
+            skipped = _SKIPPED_FILENAMES[code.co_filename] = code.co_filename.startswith(_SKIPPED_FILES)
         if not skipped:
             return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
         frame = frame.f_back
@@ -343,13 +380,15 @@ def _guard(engine: Engine) -> _EngineGuard:
             )
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _before_execute(connection: Connection, _c: Any, statement: str, *_: Any) -> None:
+    def _before_execute(connection: Connection, _c: Any, sent: str, *_: Any) -> None:
         scope = connection.info.get(_SCOPE_KEY)
         if scope is None or not scope.active:
             return
+        keyword_start = _LEADING_NOISE.match(sent)
+        statement = sent[keyword_start.end() if keyword_start else 0 :]
         savepoint = _SAVEPOINT_STATEMENT.match(statement)
         if savepoint is not None:
-            verb, name = savepoint.group(1).upper(), savepoint.group(2).strip('"')
+            verb, name = savepoint.group(1).split()[0].upper(), savepoint.group(2).strip('"')
             if verb == "SAVEPOINT":
                 task = _current_task()
                 scope.savepoints.append(_Savepoint(name, task, _caller()))
@@ -362,7 +401,7 @@ def _guard(engine: Engine) -> _EngineGuard:
         if _TRANSACTION_CONTROL.match(statement):
             scope.fail(
                 IsolationError(
-                    f"Raw SQL {statement.strip()!r} at {_caller()} would end the test's outer transaction and make "
+                    f"Raw SQL {sent.strip()!r} at {_caller()} would end the test's outer transaction and make "
                     "its writes permanent. harness stopped it; use session.commit() / session.rollback() (or "
                     "session.begin_nested()) so the test stays isolated."
                 )
@@ -401,6 +440,7 @@ class RollbackScope:
     _closing: bool = False
     _violation: IsolationError | None = None
     _commit_stopped: bool = False
+    _trusted: bool = False  # probe_isolation tests engines that harness did not make
     _tasks: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
     _transaction: AsyncTransaction | None = None
     _guard: _EngineGuard | None = None
@@ -461,7 +501,12 @@ class RollbackScope:
                     f"Two sessions used the test's connection in overlapping transactions: savepoint {name} "
                     f"(opened in task {_task_name(ended.task)!r} at {ended.where}) was {how} at {_caller()} while savepoint "
                     f"{still_open.name} (opened in task {_task_name(still_open.task)!r} at {still_open.where}) was "
-                    f"still open. {_CONCURRENCY_ADVICE}"
+                    f"still open. "
+                    + (
+                        "Both were opened by one task: end the later session (commit or close it) before the earlier one."
+                        if ended.task is still_open.task
+                        else _CONCURRENCY_ADVICE
+                    )
                 )
             )
         del root.savepoints[index:]
@@ -498,13 +543,18 @@ class RollbackScope:
             self.parent, self.connection = parent, parent.connection
             self._transaction = await self.connection.begin_nested()
         elif isinstance(self.bind, AsyncEngine):
+            _check_scope_engine(self.bind, self._trusted)
             self._guard = _guard(self.bind.sync_engine)
             self._guard.opening = True
             try:
                 self.connection = await self.bind.connect()
             finally:
                 self._guard.opening = False
-            self._transaction = await self.connection.begin()
+            try:
+                self._transaction = await self.connection.begin()
+            except BaseException:  # cancelled or failed: the connection goes back, not to the GC
+                await self.connection.close()
+                raise
             self.connection.info[_SCOPE_KEY] = self
             self._guard.scopes += 1
         else:  # untyped callers
@@ -566,6 +616,16 @@ class RollbackScope:
         if swallowed and exc is None and self.parent is None:
             # The message names where it happened; the old traceback is SQLAlchemy's internals.
             raise root._violation.with_traceback(None)  # type: ignore[union-attr]
+
+
+def _check_scope_engine(engine: AsyncEngine, trusted: bool) -> None:
+    check_test_database(engine.url, allow_remote=True)  # create_test_engine already vetted the host
+    if not trusted and engine.dialect.name == "sqlite" and engine.sync_engine not in _test_engines:
+        msg = (
+            "This SQLite engine was not made by harness.create_test_engine(): without harness's SQLite fix, rows "
+            "committed in a rollback scope survive the rollback. Create the engine with create_test_engine()."
+        )
+        raise DatabaseConfigError(msg)
 
 
 class _ScopeSession(Session):
@@ -685,10 +745,11 @@ async def probe_isolation(engine: AsyncEngine) -> None:
     Creates a scratch table, commits a row in a scope, ends the scope and counts the rows from a
     fresh connection. Raises `IsolationProbeError` if the row survived (a driver that leaks).
     """
+    check_test_database(engine.url, allow_remote=True)
     async with engine.begin() as connection:
         await connection.execute(text(f"CREATE TABLE IF NOT EXISTS {_PROBE_TABLE} (id INTEGER)"))
     try:
-        async with rollback_scope(engine) as session:
+        async with RollbackScope(engine, _trusted=True) as session:
             await session.execute(text(f"INSERT INTO {_PROBE_TABLE} (id) VALUES (1)"))
             await session.commit()
             async with session.begin_nested():

@@ -17,6 +17,7 @@ per session with a session loop (the fast setting on PostgreSQL).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import re
@@ -24,6 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from harness.databases import Schema, TestDatabase, run_sync
@@ -135,15 +137,16 @@ def harness_database(
         )
         run_sync(database.create())
     except HarnessError as exc:
-        pytest.exit(
-            f"harness could not set up the test database: {exc}", returncode=pytest.ExitCode.USAGE_ERROR
-        )
+        message = f"harness could not set up the test database: {exc}"
+        if worker is not None:  # pytest.exit in an xdist worker is an INTERNALERROR that hides the message
+            pytest.fail(message, pytrace=False)
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
     yield database
     # Under xdist other workers may still clone the template; it is rebuilt at the next run.
     run_sync(database.drop(template=worker is None))
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def db_engine(
     request: pytest.FixtureRequest, harness_database: TestDatabase
 ) -> AsyncIterator[AsyncEngine]:
@@ -155,7 +158,7 @@ async def db_engine(
         await engine.dispose()  # asyncpg connections cannot outlive their event loop
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def db_session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """An AsyncSession in a rollback scope: whatever the test writes, even committed, is gone after it."""
     async with rollback_scope(db_engine) as session:
@@ -165,7 +168,9 @@ async def db_session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 def _default_name(config: pytest.Config, url: str | None) -> str | None:
     if url:
         return None  # the URL's database name
-    return re.sub(r"[^a-z0-9_]", "_", config.rootpath.name.lower()) or "harness"
+    # Projects whose folders share a name (app, backend) must not share the temporary SQLite file.
+    folder = re.sub(r"[^a-z0-9_]", "_", config.rootpath.name.lower())[:30] or "harness"
+    return f"{folder}_{hashlib.sha256(str(config.rootpath).encode()).hexdigest()[:8]}"
 
 
 def _fixture_loop_scope(config: pytest.Config) -> str:
@@ -201,8 +206,11 @@ def _next_test_shares_loop(request: pytest.FixtureRequest) -> bool:
         return False
     nextitem = item.stash.get(_NEXT_ITEM, None)
     scope = _fixture_loop_scope(item.config)
+    # The pool survives only into a next test that shares the loop and uses the database: otherwise
+    # nothing would close its connections before the loop does.
     return (
         nextitem is not None
         and scope != "function"
+        and "db_engine" in getattr(nextitem, "fixturenames", ())
         and _loop_owner(item, scope) == _loop_owner(nextitem, scope)
     )

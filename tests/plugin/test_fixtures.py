@@ -150,3 +150,65 @@ def test_per_worker_databases_under_xdist(harness_pytester: pytest.Pytester) -> 
     result.assert_outcomes(passed=8)
     names = {path.read_text() for path in seen.iterdir()}
     assert {name.rsplit("_", 1)[1] for name in names} == {"gw0", "gw1"}
+
+
+def test_fixtures_work_in_strict_asyncio_mode(harness_pytester: pytest.Pytester) -> None:
+    """Under pytest-asyncio's strict mode, marked tests get db_engine and db_session."""
+    harness_pytester.makeini(
+        """
+        [pytest]
+        asyncio_mode = strict
+        asyncio_default_fixture_loop_scope = function
+        filterwarnings = error
+        harness_database_name = strict_mode
+        """
+    )
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import pytest
+        from conftest import Note, count_notes
+
+        @pytest.mark.asyncio
+        async def test_strict(db_session):
+            db_session.add(Note(text="x"))
+            await db_session.commit()
+            assert await count_notes(db_session) == 1
+        """
+    )
+    harness_pytester.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_wider_loop_pool_is_closed_before_a_test_without_the_database(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """With module loops, a module whose last test skips the database still closes the pool in its loop."""
+    harness_pytester.makeini(
+        """
+        [pytest]
+        asyncio_mode = auto
+        asyncio_default_fixture_loop_scope = module
+        asyncio_default_test_loop_scope = module
+        filterwarnings = error
+        harness_database_name = module_gap
+        """
+    )
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        test_a="""
+        from conftest import count_notes
+
+        async def test_uses_db(db_session):
+            assert await count_notes(db_session) == 0
+
+        async def test_does_not():
+            pass
+        """,
+        test_b="""
+        from conftest import count_notes
+
+        async def test_uses_db_in_a_new_loop(db_session):
+            assert await count_notes(db_session) == 0
+        """,
+    )
+    harness_pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=3)

@@ -69,6 +69,31 @@ def test_postgres_names_must_be_plain_identifiers() -> None:
         TestDatabase("postgresql://u@127.0.0.1/x", name="My-App")
 
 
+def test_postgres_names_must_fit_the_identifier_limit() -> None:
+    """A name whose template would pass PostgreSQL's 63-byte limit is refused up front."""
+    with pytest.raises(
+        DatabaseConfigError, match=r"^Test database name 'test_a+' is too long: with '_template'"
+    ):
+        TestDatabase("postgresql://u@127.0.0.1/x", name="a" * 50)
+
+
+async def test_an_interrupted_build_is_not_reused(tmp_path: Path) -> None:
+    """A database left half-built (marked 'building') is rebuilt, even with reuse."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    first = TestDatabase(url, schema=Base.metadata, name="halfbuilt", reuse=True)
+    await first.create()
+    async with first.engine.begin() as connection:  # type: ignore[union-attr]
+        await connection.execute(text("DROP TABLE contacts"))
+    await first.drop()
+    marker = Path(str(first.url.database) + ".harness")
+    marker.write_text('{"mark": "created by harness for tests", "schema": "building"}')
+    again = TestDatabase(url, schema=Base.metadata, name="halfbuilt", reuse=True)
+    await again.create()
+    assert await table_names(again) == ["campaigns", "contacts"]
+    await again.engine.dispose()  # type: ignore[union-attr]
+    await TestDatabase(url, name="halfbuilt").drop()
+
+
 async def test_create_builds_the_schema_and_drop_removes_it(server_url: str) -> None:
     """create() makes the database with every table; drop() removes it."""
     database = TestDatabase(server_url, schema=Base.metadata, name="lifecycle")
@@ -110,7 +135,7 @@ async def test_a_foreign_database_with_a_test_name_is_never_dropped(
         assert excinfo.value.args == (
             "Database 'test_foreign' exists on the server but was not created by harness, so harness will not drop or "
             "change it. Drop it yourself if it is disposable, or choose another test database name "
-            "(TestDatabase(name=...) or the harness_database_url setting).",
+            "(TestDatabase(name=...) or the harness_database_name setting).",
         )
         assert "test_foreign" in await database_names(admin)
     finally:

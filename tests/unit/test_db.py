@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -132,6 +133,55 @@ def test_remote_server_needs_an_explicit_opt_in() -> None:
         "allow_remote=True (harness_allow_remote_database = true in the pytest configuration).",
     )
     assert check_test_database("postgresql://u@10.0.0.5/test_app", allow_remote=True).host == "10.0.0.5"
+
+
+@pytest.mark.parametrize("key", ["database", "dbname", "dsn"])
+def test_url_query_cannot_redirect_to_another_database(key: str) -> None:
+    """A query option that picks another database than the URL's path is refused."""
+    with pytest.raises(UnsafeDatabaseError) as excinfo:
+        check_test_database(f"postgresql://u@127.0.0.1/test_app?{key}=postgres")
+    assert excinfo.value.args == (
+        f"Refusing URL query option {key!r}: it would connect to another database than the URL names, past "
+        "harness's test-database check. Put the database name in the URL's path.",
+    )
+
+
+def test_connect_args_cannot_redirect_to_another_database_or_host() -> None:
+    """connect_args are held to the same rules as the URL."""
+    with pytest.raises(UnsafeDatabaseError, match=r"^Refusing connect_args option 'database'"):
+        create_test_engine("postgresql://u@127.0.0.1/test_app", connect_args={"database": "postgres"})
+    with pytest.raises(UnsafeDatabaseError, match=r"^Refusing to use database server 'db\.example\.com'"):
+        create_test_engine("postgresql://u@127.0.0.1/test_app", connect_args={"host": "db.example.com"})
+
+
+def test_mode_memory_without_uri_is_a_file_and_is_checked() -> None:
+    """sqlite's mode=memory only means memory with uri=true; otherwise the file name is checked."""
+    with pytest.raises(UnsafeDatabaseError, match=r"^Refusing to use SQLite file '/data/prod\.db'"):
+        check_test_database("sqlite:////data/prod.db?mode=memory")
+    check_test_database("sqlite:///file:shared?mode=memory&uri=true")
+
+
+async def test_rollback_scope_refuses_an_engine_without_the_sqlite_fix(tmp_path: Path) -> None:
+    """A plain SQLite engine would leak committed rows, so a scope refuses it and names the fix."""
+    plain = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_plain.db'}")
+    with pytest.raises(
+        DatabaseConfigError, match=r"^This SQLite engine was not made by harness\.create_test_engine\(\)"
+    ):
+        async with rollback_scope(plain):
+            pass
+    await plain.dispose()
+
+
+async def test_rollback_scope_refuses_a_non_test_database(tmp_path: Path) -> None:
+    """An engine on a database not named for tests is refused before anything is written."""
+    plain = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'prod.db'}")
+    with pytest.raises(UnsafeDatabaseError, match=r"^Refusing to use SQLite file "):
+        async with rollback_scope(plain):
+            pass
+    with pytest.raises(UnsafeDatabaseError):
+        await probe_isolation(plain)
+    await plain.dispose()
+    assert not (tmp_path / "prod.db").exists()
 
 
 def test_create_test_engine_refuses_a_non_test_database() -> None:
@@ -269,10 +319,26 @@ async def test_commit_of_the_outer_transaction_is_stopped(db_engine: AsyncEngine
     await assert_clean(db_engine)
 
 
-@pytest.mark.parametrize("statement", ["COMMIT", "commit", "END", "ROLLBACK", "BEGIN"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COMMIT",
+        "commit",
+        "END",
+        "ROLLBACK",
+        "ROLLBACK WORK",
+        "ROLLBACK TRANSACTION",
+        "ROLLBACK AND CHAIN",
+        "BEGIN",
+        "/* retry */ COMMIT",
+        "-- retry\nCOMMIT",
+    ],
+)
 async def test_raw_transaction_control_is_stopped(db_engine: AsyncEngine, statement: str) -> None:
-    """Raw COMMIT/END/ROLLBACK/BEGIN would end the outer transaction: harness refuses to send them."""
-    with pytest.raises(IsolationError, match=rf"^Raw SQL '{statement}' at {__file__}:\d+ in "):
+    """Raw COMMIT/END/ROLLBACK/BEGIN, with or without comments, would end the outer transaction: refused."""
+    with pytest.raises(
+        IsolationError, match=rf"^Raw SQL {re.escape(repr(statement.strip()))} at {__file__}:\d+ in "
+    ):
         async with rollback_scope(db_engine) as session:
             session.add(Campaign(name="escapes?"))
             await session.flush()
@@ -349,6 +415,9 @@ async def test_sessions_ended_out_of_order_get_a_clear_error(db_engine: AsyncEng
                 await first.commit()
     assert str(excinfo.value).startswith(
         "Two sessions used the test's connection in overlapping transactions: savepoint "
+    )
+    assert str(excinfo.value).endswith(
+        "Both were opened by one task: end the later session (commit or close it) before the earlier one."
     )
     await assert_clean(db_engine)
 

@@ -42,7 +42,14 @@ def harness_pytester(
         )
     )
     url = pytestconfig.getoption("--harness-database-url")
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    # An inner run is a run of its own, not one of the outer run's xdist workers.
+    for variable in (
+        "PYTEST_ADDOPTS",
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_XDIST_TESTRUNUID",
+    ):
+        monkeypatch.delenv(variable, raising=False)
     if url:
         monkeypatch.setenv("HARNESS_DATABASE_URL", url)
     else:

@@ -52,6 +52,21 @@ def test_unreachable_server_stops_the_run_with_instructions(
     result.assert_outcomes()
 
 
+def test_unreachable_server_under_xdist_fails_each_test_with_the_reason(
+    harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In xdist workers the reason reaches the report (pytest.exit there would be an INTERNALERROR)."""
+    monkeypatch.setenv("HARNESS_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/app")
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile("async def test_uses_db(db_session): pass")
+    result = harness_pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*harness could not set up the test database: Cannot connect to the PostgreSQL server*"]
+    )
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
 def test_remote_server_stops_the_run(
     harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -223,7 +223,12 @@ class TestDatabase:
                 await engine.dispose()
                 await self._mark(admin, self.template_name, f"{fingerprint}; run {self.run_id}")
             worker_mark = await self._mark_of(admin, self.name)
-            if fresh_template or not self.reuse or not (worker_mark or "").startswith(wanted):
+            if (
+                fresh_template
+                or self.recreate
+                or not self.reuse
+                or not (worker_mark or "").startswith(wanted)
+            ):
                 await self._drop_owned(admin, self.name)
                 await self._clone(admin)
 

@@ -158,7 +158,11 @@ async def test_a_foreign_sqlite_file_is_never_deleted(tmp_path: Path) -> None:
 
 async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: str) -> None:
     """With reuse, data survives a run; a changed schema is rebuilt; recreate always rebuilds."""
-    first = TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True)
+
+    def database(run: str, schema: MetaData = Base.metadata, **options: bool) -> TestDatabase:
+        return TestDatabase(server_url, schema=schema, name="reuse", reuse=True, run_id=run, **options)
+
+    first = database("run-1")
     engine = await first.create()
     async with engine.begin() as connection:
         await connection.execute(text("INSERT INTO campaigns (name, daily_limit) VALUES ('kept', 1)"))
@@ -168,16 +172,11 @@ async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: s
         engine = await database.create()
         async with engine.connect() as connection:
             count = int((await connection.execute(text("SELECT count(*) FROM campaigns"))).scalar_one())
-        await database.engine.dispose()  # type: ignore[union-attr]
+        await engine.dispose()
         return count
 
-    assert await campaigns(TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True)) == 1
-    assert (
-        await campaigns(
-            TestDatabase(server_url, schema=Base.metadata, name="reuse", reuse=True, recreate=True)
-        )
-        == 0
-    )
+    assert await campaigns(database("run-2")) == 1
+    assert await campaigns(database("run-3", recreate=True)) == 0
     changed = MetaData()
     Table(
         "campaigns",
@@ -186,11 +185,11 @@ async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: s
         Column("name", Integer),
         Column("daily_limit", Integer),
     )
-    rebuilt = TestDatabase(server_url, schema=changed, name="reuse", reuse=True)
+    rebuilt = database("run-4", changed)
     await rebuilt.create()
     async with rebuilt.engine.connect() as connection:  # type: ignore[union-attr]
         assert (await connection.execute(text("SELECT count(*) FROM campaigns"))).scalar_one() == 0
-    await rebuilt.drop()
+    await rebuilt.engine.dispose()  # type: ignore[union-attr]
     await TestDatabase(server_url, schema=changed, name="reuse").drop()
 
 

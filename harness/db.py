@@ -619,8 +619,10 @@ class RollbackScope:
 
 
 def _check_scope_engine(engine: AsyncEngine, trusted: bool) -> None:
-    check_test_database(engine.url, allow_remote=True)  # create_test_engine already vetted the host
-    if not trusted and engine.dialect.name == "sqlite" and engine.sync_engine not in _test_engines:
+    if engine.sync_engine in _test_engines:  # vetted, fixed and guarded by create_test_engine
+        return
+    check_test_database(engine.url, allow_remote=True)
+    if not trusted and engine.dialect.name == "sqlite":
         msg = (
             "This SQLite engine was not made by harness.create_test_engine(): without harness's SQLite fix, rows "
             "committed in a rollback scope survive the rollback. Create the engine with create_test_engine()."

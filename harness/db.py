@@ -589,13 +589,15 @@ class RollbackScope:
         try:
             if isinstance(root._violation, ConcurrentSessionError):
                 await root._wait_for_other_tasks()
+            # The outer ROLLBACK discards the sessions' savepoints too: rolling it back first saves the
+            # session a ROLLBACK TO SAVEPOINT round trip on close. A nested scope's savepoint must
+            # outlive the session's own, so it is rolled back after the session closes.
             if self.parent is None:
-                # The outer ROLLBACK discards the sessions' savepoints too: rolling it back first
-                # saves the session a ROLLBACK TO SAVEPOINT round trip on close.
                 await self._rollback()
             if self.session is not None:
                 await self.session.close()
-            await self._rollback()
+            if self.parent is not None:
+                await self._rollback()
         finally:
             self.active = False
             if self.parent is None:

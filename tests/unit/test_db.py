@@ -589,6 +589,42 @@ async def test_bind_sessions_rejects_a_sync_sessionmaker(db_engine: AsyncEngine)
     )
 
 
+async def test_bind_sessions_needs_a_scope_session(db_engine: AsyncEngine) -> None:
+    """Binding to a session that belongs to no scope names what to pass."""
+    async with AsyncSession(db_engine) as plain:
+        with pytest.raises(ScopeError) as excinfo, bind_sessions(plain):
+            pass
+    assert excinfo.value.args == (
+        "This session does not belong to a rollback scope. Pass the session yielded by rollback_scope() "
+        "(db_session under pytest).",
+    )
+
+
+async def test_bind_sessions_after_the_scope_ended_is_an_error(db_engine: AsyncEngine) -> None:
+    """Binding to an ended scope is refused."""
+    async with rollback_scope(db_engine) as session:
+        pass
+    with pytest.raises(ScopeError) as excinfo, bind_sessions(session):
+        pass
+    assert excinfo.value.args == (
+        "The rollback scope of this session has ended. Bind inside `async with rollback_scope(...)`.",
+    )
+
+
+async def test_bind_sessions_dependencies_need_the_app(db_engine: AsyncEngine) -> None:
+    """Dependencies without app= cannot be overridden, and the error says so."""
+
+    def get_db() -> None:
+        pass
+
+    async with rollback_scope(db_engine) as session:
+        with pytest.raises(TypeError) as excinfo, bind_sessions(session, dependencies=[get_db]):
+            pass
+    assert excinfo.value.args == (
+        "bind_sessions(dependencies=...) needs app=<the FastAPI app> whose dependency_overrides it sets.",
+    )
+
+
 # -- Probe -------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from harness.exceptions import (
     ConcurrentSessionError,
     DatabaseConfigError,
     DatabaseUnavailableError,
+    FactoryError,
     HarnessError,
     IsolationError,
     IsolationProbeError,
@@ -24,6 +25,8 @@ from harness.exceptions import (
     ScopeError,
     UnsafeDatabaseError,
 )
+from harness.factories import Creation, ModelFactory, use_session
+from harness.plugin import register_factory
 from harness.queries import (
     CapturedQuery,
     QueryLog,
@@ -38,11 +41,14 @@ __version__ = version("harness")
 __all__ = [  # membership is pinned by tests/test_public_api.py
     "CapturedQuery",
     "ConcurrentSessionError",
+    "Creation",
     "DatabaseConfigError",
     "DatabaseUnavailableError",
+    "FactoryError",
     "HarnessError",
     "IsolationError",
     "IsolationProbeError",
+    "ModelFactory",
     "QueryLog",
     "RollbackScope",
     "SchemaError",
@@ -58,5 +64,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "check_test_database",
     "create_test_engine",
     "probe_isolation",
+    "register_factory",
     "rollback_scope",
+    "use_session",
 ]

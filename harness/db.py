@@ -19,6 +19,7 @@ import sys
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -81,6 +82,10 @@ _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 # URL query keys and connect_args that would choose another database or server than the URL names.
 _REDIRECTING_KEYS = ("database", "dbname", "dsn", "db", "user_database")
 _SCOPE_KEY = "harness.scope"
+
+# The session that factories and other helpers write through: set by the innermost active rollback
+# scope (or by harness.factories.use_session) and read with current_session().
+_current_session: ContextVar[AsyncSession | None] = ContextVar("harness_current_session", default=None)
 _CONCURRENCY_ADVICE = (
     "Every session in a rollback scope shares the test's one connection, so they cannot run concurrently "
     "(asyncio.gather over sessions). Run them one after another, or test concurrency with real commits "
@@ -444,6 +449,7 @@ class RollbackScope:
     _tasks: weakref.WeakSet[asyncio.Task[Any]] = field(default_factory=weakref.WeakSet)
     _transaction: AsyncTransaction | None = None
     _guard: _EngineGuard | None = None
+    _outer_session: AsyncSession | None = None
 
     def fail(self, error: IsolationError) -> None:
         """Record an isolation violation, poison the connection and raise ``error`` now."""
@@ -562,6 +568,8 @@ class RollbackScope:
             raise TypeError(msg)
         self.active = True
         self.session = self.new_session()
+        self._outer_session = _current_session.get()
+        _current_session.set(self.session)
         return self.session
 
     def new_session(self, **options: Any) -> AsyncSession:
@@ -600,6 +608,8 @@ class RollbackScope:
                 await self._rollback()
         finally:
             self.active = False
+            if _current_session.get() is self.session:
+                _current_session.set(self._outer_session)
             if self.parent is None:
                 root._closing = False
                 connection.info.pop(_SCOPE_KEY, None)
@@ -671,6 +681,16 @@ def rollback_scope(bind: AsyncEngine | AsyncSession, **session_options: Any) -> 
                 ...  # sees the campaign; its own rows vanish at exit
     """
     return RollbackScope(bind, dict(session_options))
+
+
+def current_session() -> AsyncSession | None:
+    """The session of the innermost active rollback scope (or the one set by `use_session`), if any."""
+    session = _current_session.get()
+    if session is not None:
+        scope = session.info.get(_SCOPE_KEY)
+        if isinstance(scope, RollbackScope) and not scope.active:
+            return None
+    return session
 
 
 def scope_of(session: AsyncSession) -> RollbackScope:

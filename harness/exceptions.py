@@ -6,6 +6,7 @@ HarnessError
 ├── DatabaseUnavailableError               the server cannot be reached
 ├── SchemaError                            the schema callable (or create_all) failed
 ├── ScopeError                             a rollback scope used after it ended
+├── FactoryError                           a factory cannot create what it was asked to
 └── IsolationError                         code under test escaped the test transaction
     ├── ConcurrentSessionError             sessions overlapped on the shared test connection
     └── IsolationProbeError                the driver leaks committed rows past a rollback
@@ -17,6 +18,7 @@ __all__ = [
     "ConcurrentSessionError",
     "DatabaseConfigError",
     "DatabaseUnavailableError",
+    "FactoryError",
     "HarnessError",
     "IsolationError",
     "IsolationProbeError",
@@ -48,6 +50,10 @@ class SchemaError(HarnessError):
 
 class ScopeError(HarnessError):
     """A rollback scope (or its session) was used outside its lifetime."""
+
+
+class FactoryError(HarnessError):
+    """A factory cannot create what it was asked to: no session, a bad declaration, a refused row."""
 
 
 class IsolationError(HarnessError):

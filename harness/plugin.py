@@ -21,9 +21,12 @@ import hashlib
 import inspect
 import os
 import re
+import secrets
+import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
+import factory.random
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -31,8 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from harness.databases import Schema, TestDatabase, run_sync
 from harness.db import rollback_scope
 from harness.exceptions import HarnessError
+from harness.factories import ModelFactory
+
+F = TypeVar("F", bound=type[ModelFactory[Any]])
 
 _NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
+_SEED = pytest.StashKey[int]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
 {nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_engine and db_session run in the \
@@ -59,6 +66,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="Rebuild the test database even when --harness-reuse-db would keep it.",
     )
+    group.addoption(
+        "--harness-seed",
+        type=int,
+        help="Seed of factory-boy and Faker randomness; each test is reseeded from it and its node id, so a "
+        "failure replays with the same data. Default: a new seed per run, shown in the header.",
+    )
     parser.addini("harness_database_url", "Default for --harness-database-url.")
     parser.addini(
         "harness_database_name", "Test database name (test_ is prepended). Default: from the URL or rootdir."
@@ -69,6 +82,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    seed = config.getoption("harness_seed") or workerinput.get("harness_seed") or secrets.randbits(32)
+    config.stash[_SEED] = seed
+    if config.pluginmanager.hasplugin("xdist") and not workerinput:
+        config.pluginmanager.register(_SeedForWorkers(seed), "harness-seed-for-workers")
+
+
+class _SeedForWorkers:
+    """Hands the controller's seed to every xdist worker, so all of them replay alike."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["harness_seed"] = self.seed
+
+
+def _randomly_reseeds(config: pytest.Config) -> bool:
+    # pytest-randomly reseeds factory-boy and Faker before every test itself; its seed then rules.
+    return config.pluginmanager.hasplugin("randomly") and bool(config.getoption("randomly_reset_seed", True))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _randomly_reseeds(config):
+        return "harness: factory data seeded by pytest-randomly (replay with its -p randomly -p seed option)"
+    seed = config.stash[_SEED]
+    return f"harness: factory data seed {seed} (replay with --harness-seed={seed})"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not _randomly_reseeds(item.config):
+        # Per test, not per run: a test's data does not depend on which tests ran before it.
+        factory.random.reseed_random(f"{item.config.stash[_SEED]}:{item.nodeid}")  # type: ignore[no-untyped-call]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -214,3 +264,35 @@ def _next_test_shares_loop(request: pytest.FixtureRequest) -> bool:
         and "db_engine" in getattr(nextitem, "fixturenames", ())
         and _loop_owner(item, scope) == _loop_owner(nextitem, scope)
     )
+
+
+def register_factory(factory_class: F, fixture_name: str | None = None, /, **overrides: Any) -> F:
+    """Expose a factory as pytest fixtures, in the spirit of pytest-factoryboy: call it in conftest.py.
+
+    ``register_factory(ContactFactory)`` adds the fixtures ``contact_factory`` (the factory, with the
+    test's ``db_session`` active so ``await contact_factory.create()`` works) and ``contact`` (one
+    created object). ``fixture_name`` renames both, and ``overrides`` are passed to ``create()``, so
+    ``register_factory(ContactFactory, "opted_out_contact", opted_out=True)`` makes a variant.
+    Returns the factory, so it can decorate the class.
+    """
+    model = getattr(getattr(factory_class, "_meta", None), "model", None)
+    if not (isinstance(factory_class, type) and issubclass(factory_class, ModelFactory)) or model is None:  # type: ignore[redundant-expr]
+        msg = f"register_factory() takes a harness.ModelFactory subclass with a Meta.model, got {factory_class!r}."
+        raise TypeError(msg)
+    name = fixture_name or re.sub(r"(?<!^)(?=[A-Z])", "_", model.__name__).lower()
+    factory_name = f"{name}_factory"
+
+    @pytest.fixture(name=factory_name)
+    def factory_fixture(db_session: AsyncSession) -> F:
+        return factory_class
+
+    @pytest_asyncio.fixture(name=name)
+    async def instance_fixture(db_session: AsyncSession, request: pytest.FixtureRequest) -> Any:
+        made_by = request.getfixturevalue(factory_name)
+        return await made_by.create(**overrides)
+
+    # pytest finds fixtures among the attributes of the module that registers them.
+    module = sys._getframe(1).f_globals
+    module[f"_harness_fixture_{factory_name}"] = factory_fixture
+    module[f"_harness_fixture_{name}"] = instance_fixture
+    return factory_class

@@ -1,0 +1,696 @@
+"""Async factories on factory-boy: declare once, create through the test's session, fast in batches.
+
+``await ContactFactory.create()`` builds the object graph with factory-boy (every declaration
+works), then persists it through the session of the current rollback scope in one flush: it never
+commits. ``create_batch(n)`` builds all ``n`` graphs first and flushes once, so the ORM sends one
+executemany INSERT per table instead of one INSERT per row (on SQLite harness assigns the integer
+primary keys first, which is what lets the ORM batch there). ``build()`` stays synchronous and
+touches no database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import decimal
+import itertools
+import re
+import sys
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar
+
+import factory.base
+import factory.declarations
+import factory.random
+from factory import enums
+from factory.base import Factory
+from factory.faker import Faker
+from sqlalchemy import Column, func, inspect, select, text
+from sqlalchemy import types as sqltypes
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Mapper, RelationshipDirection, configure_mappers
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
+
+from harness.db import _current_session, current_session
+from harness.exceptions import FactoryError
+
+__all__ = ["Creation", "ModelFactory", "use_session"]
+
+T = TypeVar("T")
+
+_LOCK_KEY = "harness.factory_lock"
+# Relationships harness may read after a flush: the others raise, never load, or are queries.
+_LOADABLE = {"select", "selectin", "joined", "subquery", "immediate", True}
+_REFRESH_CHUNK = 500  # primary keys per SELECT … IN when reloading server defaults
+
+
+@contextlib.contextmanager
+def use_session(session: AsyncSession) -> Iterator[AsyncSession]:
+    """Make factories create through ``session`` inside the block.
+
+    Rollback scopes (and the ``db_session`` fixture) do this for their session already; use it for
+    a session of your own, such as one of the real-commit tests.
+    """
+    if not isinstance(session, AsyncSession):  # untyped callers
+        msg = f"use_session() takes an AsyncSession, got {type(session).__name__}."  # type: ignore[unreachable]
+        raise TypeError(msg)
+    token = _current_session.set(session)
+    try:
+        yield session
+    finally:
+        _current_session.reset(token)
+
+
+# -- What harness knows about a mapped class ------------------------------------------------------
+
+
+@dataclass
+class _ModelPlan:
+    """Per mapped class: what to check before the INSERT and what to load after it."""
+
+    mapper: Mapper[Any]
+    empty_when_new: list[tuple[str, Any]] = field(default_factory=list)  # (key, [] or None) for new rows
+    scalars: list[str] = field(default_factory=list)  # many-to-one, loaded after the flush if unset
+    lengths: list[tuple[str, Column[Any], int]] = field(default_factory=list)
+    enums: list[tuple[str, Column[Any], sqltypes.Enum]] = field(default_factory=list)
+    required: list[tuple[str, Column[Any], str | None]] = field(
+        default_factory=list
+    )  # key, column, relationship
+    serial_key: tuple[str, Column[Any]] | None = (
+        None  # the integer primary key harness assigns before the INSERT
+    )
+
+
+_plans: dict[type, _ModelPlan] = {}
+
+
+def _plan(model: type) -> _ModelPlan:
+    plan = _plans.get(model)
+    if plan is not None:
+        return plan
+    configure_mappers()
+    mapper: Mapper[Any] = inspect(model)
+    plan = _ModelPlan(mapper)
+    provided_by: dict[Column[Any], str] = {}
+    for rel in mapper.relationships:
+        loadable = rel.lazy in _LOADABLE and not rel.viewonly
+        if rel.direction is RelationshipDirection.MANYTOONE:
+            for column in rel.local_columns:
+                provided_by.setdefault(column, rel.key)  # type: ignore[arg-type]
+            if loadable:
+                plan.scalars.append(rel.key)
+        elif loadable:  # one-to-many, many-to-many, the parent side of one-to-one
+            plan.empty_when_new.append((rel.key, [] if rel.uselist else None))
+    for prop in mapper.column_attrs:
+        if len(prop.columns) != 1 or not isinstance(prop.columns[0], Column):
+            continue
+        column = prop.columns[0]
+        if isinstance(column.type, sqltypes.Enum):
+            plan.enums.append((prop.key, column, column.type))
+        elif isinstance(column.type, sqltypes.String) and column.type.length:
+            plan.lengths.append((prop.key, column, column.type.length))
+        if _is_required(column):
+            plan.required.append((prop.key, column, provided_by.get(column)))
+    key_column = mapper.base_mapper.local_table.autoincrement_column  # type: ignore[attr-defined]
+    if (
+        key_column is not None
+        and isinstance(key_column.type, sqltypes.Integer)
+        and len(mapper.primary_key) == 1
+    ):
+        plan.serial_key = (mapper.get_property_by_column(key_column).key, key_column)
+    _plans[model] = plan
+    return plan
+
+
+def _is_required(column: Column[Any]) -> bool:
+    """A column the INSERT cannot leave out: NOT NULL, no default of any kind, not generated."""
+    if column.nullable or column.default is not None or column.server_default is not None:
+        return False
+    if column.computed is not None or column.identity is not None:
+        return False
+    table = column.table
+    return not (column.primary_key and getattr(table, "autoincrement_column", None) is column)
+
+
+# -- Values for the columns a factory leaves undeclared --------------------------------------------
+
+_counters: dict[Column[Any], Iterator[int]] = {}
+
+
+def _derived_value(column: Column[Any]) -> Any:
+    """A value that satisfies ``column``'s type and constraints; unique columns get distinct values."""
+    n = next(_counters.setdefault(column, itertools.count(1)))
+    kind = column.type
+    if isinstance(kind, sqltypes.Enum):
+        if kind.enum_class is not None:
+            return next(iter(kind.enum_class))
+        return kind.enums[0]
+    if isinstance(kind, sqltypes.String):
+        return _fit(f"{column.name}-{n}", n, kind.length)
+    if isinstance(kind, sqltypes.Boolean):
+        return False
+    if isinstance(kind, sqltypes.SmallInteger):
+        return n % 32767
+    if isinstance(kind, sqltypes.Integer):
+        return n
+    if isinstance(kind, sqltypes.Numeric):
+        return decimal.Decimal(n) if kind.asdecimal else float(n)
+    if isinstance(kind, sqltypes.DateTime):
+        moment = dt.datetime(2024, 1, 1) + dt.timedelta(minutes=n)
+        return moment.replace(tzinfo=dt.UTC) if kind.timezone else moment
+    if isinstance(kind, sqltypes.Date):
+        return dt.date(2024, 1, 1) + dt.timedelta(days=n % 3650)
+    if isinstance(kind, sqltypes.Time):
+        return dt.time(12, 0)
+    if isinstance(kind, sqltypes.Interval):
+        return dt.timedelta(0)
+    if isinstance(kind, sqltypes.Uuid):
+        value = uuid.UUID(int=factory.random.randgen.getrandbits(128), version=4)
+        return value if kind.as_uuid else str(value)
+    if isinstance(kind, sqltypes.JSON):
+        return {}
+    if isinstance(kind, sqltypes.ARRAY):
+        return []
+    if isinstance(kind, sqltypes.LargeBinary):
+        return f"{column.name}-{n}".encode()
+    return None
+
+
+def _fit(value: str, n: int, length: int | None) -> str:
+    if length is None or len(value) <= length:
+        return value
+    return str(n)[-length:]
+
+
+# -- The factory base ------------------------------------------------------------------------------
+
+_UNSUPPORTED_OPTIONS = {
+    "sqlalchemy_session": "harness factories create through the test's session (the active rollback "
+    "scope, the db_session fixture, or `with harness.use_session(session)`): remove Meta.sqlalchemy_session.",
+    "sqlalchemy_session_factory": "harness factories create through the test's session (the active rollback "
+    "scope, the db_session fixture, or `with harness.use_session(session)`): remove Meta.sqlalchemy_session_factory.",
+    "sqlalchemy_session_persistence": "harness factories always flush and never commit (a commit would escape the "
+    "test's rollback): remove Meta.sqlalchemy_session_persistence.",
+    "sqlalchemy_get_or_create": "get-or-create is not supported: it hides collisions between test data. Create the "
+    "row once (in the test or in class-level data) and pass it in, or look it up with `await session.scalar(select(...))`.",
+}
+
+_registry: dict[type, type[ModelFactory[Any]]] = {}
+
+
+class _ModelFactoryOptions(factory.base.FactoryOptions):
+    def _fill_from_meta(self, meta: Any, base_meta: Any) -> None:
+        for name, advice in _UNSUPPORTED_OPTIONS.items():
+            if meta is not None and name in vars(meta):
+                msg = f"{getattr(self.factory, '__name__', 'factory')}.Meta.{name}: {advice}"
+                raise FactoryError(msg)
+        super()._fill_from_meta(meta, base_meta)  # type: ignore[no-untyped-call]
+
+    def _build_default_options(self) -> list[factory.base.OptionDefault]:
+        return [
+            *super()._build_default_options(),  # type: ignore[no-untyped-call]
+            factory.base.OptionDefault("derive_fields", True, inherit=True),  # type: ignore[no-untyped-call]
+        ]
+
+    def contribute_to_class(self, factory: Any, *args: Any, **kwargs: Any) -> None:
+        super().contribute_to_class(factory, *args, **kwargs)  # type: ignore[no-untyped-call]
+        model = self.model
+        if not self.abstract and isinstance(model, type):
+            # The first factory declared for a model is the one harness uses for its foreign keys.
+            _registry.setdefault(model, factory)
+
+
+class ModelFactory(Factory[T]):
+    """A factory-boy factory for a SQLAlchemy model whose ``create`` is awaited.
+
+    Declare it as any factory-boy factory (``Sequence``, ``Faker``, ``SubFactory``,
+    ``RelatedFactory``, ``Trait``, ``post_generation``…); ``class Meta: model = Contact``. Columns it
+    does not declare get values that satisfy their type and constraints when they are required
+    (``Meta.derive_fields = False`` turns that off), foreign keys through the related model's
+    factory.
+
+    ``await Factory.create(**kw)`` and ``await Factory.create_batch(n, **kw)`` persist through the
+    current test's session (see `use_session`), flush, never commit, and return objects whose
+    relationships are loaded. ``build()`` and ``build_batch()`` are synchronous and touch no
+    database. ``post_generation`` hooks written as ``async def`` run after the flush, so they see
+    primary keys and may await other factories; synchronous hooks run while the graph is built.
+    """
+
+    _options_class: ClassVar[type[factory.base.FactoryOptions]] = _ModelFactoryOptions
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def create(cls, **kwargs: Any) -> Creation[T]:  # type: ignore[override]  # awaited, unlike factory-boy's
+        """Build one object graph and persist it through the test's session: ``await`` the result."""
+        call = f"{cls.__name__}.create()"
+        return Creation(cls._persist(1, kwargs, call), call, single=True)
+
+    @classmethod
+    def create_batch(cls, size: int, **kwargs: Any) -> Creation[list[T]]:  # type: ignore[override]
+        """Build ``size`` object graphs, then persist them all in one flush: ``await`` the result."""
+        if size < 0:
+            msg = f"{cls.__name__}.create_batch() takes a count of objects, got {size!r}."
+            raise TypeError(msg)
+        call = f"{cls.__name__}.create_batch({size})"
+        return Creation(cls._persist(size, kwargs, call), call)
+
+    @classmethod
+    async def _persist(cls, size: int, kwargs: dict[str, Any], call: str) -> list[T]:
+        session = current_session()
+        if session is None:
+            msg = (
+                f"{call} has no session to create through. Use the db_session fixture (or a factory fixture made "
+                "by harness.register_factory), call it inside `async with rollback_scope(engine)`, or wrap it in "
+                "`with harness.use_session(session):`."
+            )
+            raise FactoryError(msg)
+        async with _exclusive(session):
+            batch = _Batch(call)
+            token = _building.set(batch)
+            try:
+                generate = cls._generate
+                made = [generate(enums.CREATE_STRATEGY, dict(kwargs)) for _ in range(size)]  # type: ignore[no-untyped-call]
+            except BaseException:
+                batch.discard()
+                raise
+            finally:
+                _building.reset(token)
+            await batch.persist(session)
+            for hook in batch.hooks:
+                await hook
+        return made
+
+    @classmethod
+    def _build(cls, model_class: type, *args: Any, **kwargs: Any) -> Any:
+        cls._check_arguments(kwargs)
+        if getattr(cls._meta, "derive_fields", True):
+            cls._derive_fields(model_class, kwargs, enums.BUILD_STRATEGY)
+        instance = model_class(*args, **kwargs)
+        return instance
+
+    @classmethod
+    def _create(cls, model_class: type, *args: Any, **kwargs: Any) -> Any:
+        batch = _building.get()
+        if batch is None:
+            msg = (
+                f"{cls.__name__} can only create inside `await {cls.__name__}.create()` or `create_batch()`."
+            )
+            raise FactoryError(msg)
+        cls._check_arguments(kwargs)
+        if getattr(cls._meta, "derive_fields", True):
+            cls._derive_fields(model_class, kwargs, enums.CREATE_STRATEGY)
+        instance = model_class(*args, **kwargs)
+        plan = _plan(model_class)
+        state = instance_state(instance)
+        for key, empty in plan.empty_when_new:
+            # A new row has no children in the database yet: an empty, loaded collection spares the
+            # test a lazy load (MissingGreenlet) and still collects the children made after it.
+            if key not in state.dict:
+                set_committed_value(instance, key, empty)
+        batch.add(instance, cls)
+        return instance
+
+    @classmethod
+    def _after_postgeneration(
+        cls, instance: Any, create: bool, results: dict[str, Any] | None = None
+    ) -> None:
+        batch = _building.get()
+        for value in (results or {}).values():
+            if asyncio.iscoroutine(value):
+                if create and batch is not None:
+                    batch.hooks.append(value)
+                else:  # async hooks do database work; a build has none to do
+                    value.close()
+
+    @classmethod
+    def _check_arguments(cls, kwargs: dict[str, Any]) -> None:
+        for name, value in kwargs.items():
+            if isinstance(value, Creation):
+                value.close()
+                msg = (
+                    f"{cls.__name__}.{name} got {value.call}, which returns an awaitable, not an object: declare "
+                    f"it as factory.SubFactory(...) so it is created with {cls.__name__}, or create it first and pass it in."
+                )
+                raise FactoryError(msg)
+
+    @classmethod
+    def _derive_fields(cls, model_class: type, kwargs: dict[str, Any], strategy: str) -> None:
+        for key, column, relationship in _plan(model_class).required:
+            if key in kwargs or (relationship is not None and relationship in kwargs):
+                continue
+            if column.foreign_keys:
+                kwargs[relationship or key] = cls._derive_parent(
+                    model_class, key, column, relationship, strategy
+                )
+                continue
+            value = _derived_value(column)
+            if value is None:
+                msg = (
+                    f"{cls.__name__}: column {column.table.name}.{column.name} is required and harness cannot derive a "
+                    f"value of type {column.type}. Declare `{key} = ...` on the factory."
+                )
+                raise FactoryError(msg)
+            kwargs[key] = value
+
+    @classmethod
+    def _derive_parent(
+        cls, model_class: type, key: str, column: Column[Any], relationship: str | None, strategy: str
+    ) -> Any:
+        if relationship is None:
+            msg = (
+                f"{cls.__name__}: column {column.table.name}.{column.name} is a required foreign key with no "
+                f"relationship on {model_class.__name__} to fill it. Declare `{key} = ...` on the factory, or map a "
+                "relationship() for it."
+            )
+            raise FactoryError(msg)
+        target = _plan(model_class).mapper.relationships[relationship].mapper.class_
+        parent_factory = _registry.get(target)
+        if parent_factory is None:
+            msg = (
+                f"{cls.__name__}: {model_class.__name__}.{relationship} is required ({column.table.name}.{column.name} "
+                f"is NOT NULL) and no factory is registered for {target.__name__}. Declare "
+                f"`{relationship} = factory.SubFactory({target.__name__}Factory)` on {cls.__name__}, define a "
+                f"ModelFactory for {target.__name__}, or pass {relationship}=... when creating."
+            )
+            raise FactoryError(msg)
+        return parent_factory._generate(strategy, {})  # type: ignore[no-untyped-call]
+
+
+# -- The awaitable that create() returns ----------------------------------------------------------
+
+
+class Creation(Generic[T]):
+    """What ``create()``/``create_batch()`` return: nothing happens until it is awaited."""
+
+    __slots__ = ("_coroutine", "_settled", "_single", "call", "where")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, list[Any]], call: str, *, single: bool = False) -> None:
+        self._coroutine = coroutine
+        self._single = single
+        self._settled = False
+        self.call = call
+        frame = sys._getframe(2)
+        self.where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+    def __await__(self) -> Generator[Any, None, T]:
+        self._settled = True
+        made = yield from self._coroutine.__await__()
+        return made[0] if self._single else made  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Drop the creation without running it."""
+        self._settled = True
+        self._coroutine.close()
+
+    def _not_awaited(self, what: str) -> NoReturn:
+        self.close()
+        msg = f"{self.call} at {self.where} returns an awaitable, so {what}. Write `await {self.call}`."
+        raise TypeError(msg)
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("__") or name.isupper():  # protocol probes (factory-boy's among them)
+            raise AttributeError(name)
+        self.close()  # the test reads the object it thinks it made: this error says it all
+        msg = f"{self.call} at {self.where} returns an awaitable, so it has no attribute {name!r}. Write `await {self.call}`."
+        raise AttributeError(msg)
+
+    def __iter__(self) -> NoReturn:
+        self._not_awaited("it cannot be iterated")
+
+    def __bool__(self) -> NoReturn:
+        self._not_awaited("it has no truth value")
+
+    def __del__(self) -> None:
+        if not self._settled:
+            self._coroutine.close()
+            warnings.warn(
+                f"{self.call} at {self.where} was never awaited, so nothing was created. Write `await {self.call}`.",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        return f"<{self.call} not yet awaited>"
+
+
+# -- One create() call: build the graphs, then persist them together ------------------------------
+
+
+@dataclass
+class _Batch:
+    call: str
+    objects: list[tuple[Any, type[ModelFactory[Any]]]] = field(default_factory=list)
+    hooks: list[Coroutine[Any, Any, Any]] = field(default_factory=list)
+
+    def add(self, instance: Any, made_by: type[ModelFactory[Any]]) -> None:
+        self.objects.append((instance, made_by))
+
+    def discard(self) -> None:
+        for hook in self.hooks:
+            hook.close()
+
+    async def persist(self, session: AsyncSession) -> None:
+        if not self.objects:
+            return
+        self._check_values()
+        if session.get_bind().dialect.name == "sqlite":
+            await self._assign_sqlite_keys(session)
+        session.add_all([instance for instance, _ in self.objects])
+        try:
+            await session.flush()
+        except DBAPIError as error:
+            self.discard()
+            raise FactoryError(self._explain(error)) from error
+        await self._load_what_is_missing(session)
+
+    def _check_values(self) -> None:
+        """Refuse values the database would refuse (or, on SQLite, silently keep) before the INSERT."""
+        for instance, made_by in self.objects:
+            plan = _plan(type(instance))
+            values = instance.__dict__
+            for key, column, length in plan.lengths:
+                value = values.get(key)
+                if isinstance(value, str) and len(value) > length:
+                    self._refuse(
+                        made_by,
+                        key,
+                        column,
+                        f"is {len(value)} characters long ({value!r}) but the column is {column.type}",
+                        f"make the declaration produce at most {length} characters (SQLite does not enforce lengths; "
+                        "PostgreSQL does, and harness checks on both)",
+                    )
+            for key, column, kind in plan.enums:
+                value = values.get(key)
+                if (
+                    value is not None
+                    and value not in kind.enums
+                    and not isinstance(value, kind.enum_class or ())
+                ):
+                    self._refuse(
+                        made_by,
+                        key,
+                        column,
+                        f"is {value!r}, not one of {kind.enums}",
+                        "declare one of the enum's values",
+                    )
+            for key, column, _ in plan.required:
+                if not column.foreign_keys and values.get(key) is None:
+                    self._refuse(
+                        made_by,
+                        key,
+                        column,
+                        "is None but the column is NOT NULL",
+                        f"declare a value for {key} (or pass one)",
+                    )
+
+    def _refuse(
+        self, made_by: type[ModelFactory[Any]], key: str, column: Column[Any], problem: str, fix: str
+    ) -> NoReturn:
+        self.discard()
+        msg = (
+            f"{self.call}: {made_by.__name__}.{key} {problem} ({column.table.name}.{column.name}; "
+            f"{_describe(made_by, key)}). Fix: {fix}."
+        )
+        raise FactoryError(msg)
+
+    async def _assign_sqlite_keys(self, session: AsyncSession) -> None:
+        """Give new rows their integer primary keys before the INSERT, so the ORM sends one executemany.
+
+        Without them the ORM must read generated keys back, and on SQLite it cannot match RETURNING
+        rows to objects, so it inserts row by row. (PostgreSQL matches them; measured, reading keys
+        back there is faster than taking them from the sequence first.)
+        """
+        waiting: dict[Column[Any], tuple[str, list[Any]]] = {}
+        given: dict[Column[Any], Any] = {}  # the largest key passed in explicitly, per column
+        for instance, _ in self.objects:
+            plan = _plan(type(instance))
+            if plan.serial_key is not None:
+                key, column = plan.serial_key
+                value = instance.__dict__.get(key)
+                if value is None:
+                    waiting.setdefault(column, (key, []))[1].append(instance)
+                else:
+                    given[column] = max(given.get(column, value), value)
+        if not waiting:
+            return
+        connection = await session.connection()  # not session.execute(): no autoflush of half-built graphs
+        for column, (key, instances) in waiting.items():
+            keys = await _next_sqlite_keys(connection, column, len(instances), given.get(column, 0))
+            for instance, value in zip(instances, keys, strict=True):
+                setattr(instance, key, value)
+
+    async def _load_what_is_missing(self, session: AsyncSession) -> None:
+        """Load what a test would otherwise lazy-load (MissingGreenlet): unset relationships, server defaults."""
+        expired: dict[Mapper[Any], list[Any]] = {}
+        unloaded: list[tuple[Any, str]] = []
+        for instance, _ in self.objects:
+            state = instance_state(instance)
+            plan = _plan(type(instance))
+            unloaded.extend((instance, key) for key in plan.scalars if key not in state.dict)
+            if state.expired_attributes:
+                expired.setdefault(plan.mapper, []).append(instance)
+        for mapper, instances in expired.items():
+            (key_column,) = mapper.primary_key if len(mapper.primary_key) == 1 else (None,)
+            if key_column is None:
+                for instance in instances:
+                    await session.refresh(instance)
+                continue
+            key = mapper.get_property_by_column(key_column).key
+            for start in range(0, len(instances), _REFRESH_CHUNK):
+                ids = [getattr(instance, key) for instance in instances[start : start + _REFRESH_CHUNK]]
+                await session.execute(select(mapper).where(key_column.in_(ids)))
+        if unloaded:
+            await session.run_sync(lambda _: [getattr(instance, key) for instance, key in unloaded])
+
+    def _explain(self, error: DBAPIError) -> str:
+        said = " ".join(str(error.orig).split())
+        column = _failed_column(error)
+        lines = [f"{self.call} could not insert its rows. The database said: {said}"]
+        if column is not None:
+            lines.extend(self._field_lines(*column))
+        lines.append(f"Fix: {_advice(said)}")
+        lines.append(
+            "The session's transaction has failed: roll it back (`await session.rollback()`) before using it again."
+        )
+        statement = " ".join(str(error.statement or "").split())
+        if statement:
+            lines.append(f"SQL: {statement[:300]}")
+        return "\n".join(lines)
+
+    def _field_lines(self, table: str, name: str) -> list[str]:
+        """Which factory field made the refused column, and which of its values repeat in this call."""
+        values: dict[Any, int] = {}
+        lines: list[str] = []
+        for instance, made_by in self.objects:
+            mapper = _plan(type(instance)).mapper
+            local = mapper.local_table
+            if getattr(local, "name", None) != table or name not in local.c:
+                continue
+            key = mapper.get_property_by_column(local.c[name]).key
+            if not lines:
+                lines.append(
+                    f"Field: {made_by.__name__}.{key} ({_describe(made_by, key)}; arguments passed in win)."
+                )
+            value = instance.__dict__.get(key)
+            values[value] = values.get(value, 0) + 1
+        repeated = {value: count for value, count in values.items() if count > 1}
+        if repeated:
+            shown = ", ".join(f"{value!r} ({count} times)" for value, count in list(repeated.items())[:5])
+            lines.append(f"Values made more than once in this call: {shown}.")
+        elif lines:
+            lines.append("No value repeats within this call: it clashes with a row already in the table.")
+        return lines
+
+
+async def _next_sqlite_keys(
+    connection: AsyncConnection, column: Column[Any], count: int, given: int
+) -> list[int]:
+    # SQLite gives later inserts max(rowid) + 1, so these never collide with the code under test's rows.
+    top = max(await connection.scalar(select(func.max(column))) or 0, given)
+    if column.table.kwargs.get("sqlite_autoincrement"):
+        used = await connection.scalar(
+            text("SELECT seq FROM sqlite_sequence WHERE name = :name"), {"name": column.table.name}
+        )
+        top = max(top or 0, used or 0)
+    start = (top or 0) + 1
+    return list(range(start, start + count))
+
+
+_building: ContextVar[_Batch | None] = ContextVar("harness_factory_batch", default=None)
+
+
+def _describe(made_by: type[ModelFactory[Any]], key: str) -> str:
+    declaration = made_by._meta.declarations.get(key)
+    if declaration is None:
+        return "not declared: harness derived the value from the column"
+    if isinstance(declaration, Faker):
+        return f"declared as Faker({declaration.provider!r})"
+    if isinstance(declaration, factory.declarations.BaseDeclaration):
+        return f"declared as {type(declaration).__name__}(...)"
+    return f"declared as the constant {declaration!r}"
+
+
+def _failed_column(error: DBAPIError) -> tuple[str, str] | None:
+    """(table, column) a constraint error names, from SQLite's message or asyncpg's error fields."""
+    cause = getattr(error.orig, "__cause__", None)
+    table = getattr(cause, "table_name", None)
+    if table:
+        column = getattr(cause, "column_name", None)
+        match = re.search(r"Key \(([^,)]+)", getattr(cause, "detail", None) or "")
+        if column or match:
+            return table, column or match.group(1)  # type: ignore[union-attr]
+    match = re.search(r"constraint failed: (\w+)\.(\w+)", str(error.orig))
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _advice(said: str) -> str:
+    lowered = said.lower()
+    if "unique" in lowered or "duplicate key" in lowered:
+        return (
+            "a UNIQUE column needs a distinct value on every row: declare it with "
+            "factory.Sequence(lambda n: f'...{n}') instead of a constant or a random value, or leave it undeclared."
+        )
+    if "foreign key" in lowered:
+        return "point the foreign key at a row that exists: declare the parent with factory.SubFactory(...) or pass one."
+    if "not null" in lowered or "null value" in lowered:
+        return "declare a value for the column (or pass one)."
+    if "check" in lowered:
+        return "make the declaration produce a value the CHECK constraint accepts."
+    return "make the declarations produce values the table accepts."
+
+
+# -- One factory creation at a time per session ---------------------------------------------------
+
+
+@dataclass
+class _SessionLock:
+    """Serialises creations on one session (asyncio.gather of creates); re-entrant per task for async hooks."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    owner: asyncio.Task[Any] | None = None
+    depth: int = 0
+
+
+@contextlib.asynccontextmanager
+async def _exclusive(session: AsyncSession) -> AsyncIterator[None]:
+    guard: _SessionLock = session.info.setdefault(_LOCK_KEY, _SessionLock())
+    task = asyncio.current_task()
+    if guard.owner is not task:
+        await guard.lock.acquire()
+        guard.owner = task
+    guard.depth += 1
+    try:
+        yield
+    finally:
+        guard.depth -= 1
+        if guard.depth == 0:
+            guard.owner = None
+            guard.lock.release()

@@ -8,11 +8,12 @@ import httpx
 import pytest
 from app import service
 from app.api import app, get_db
-from app.models import Base, Campaign, Contact
+from app.models import Base, Campaign
+from factories import CampaignFactory, ContactFactory
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harness import bind_sessions
+from harness import bind_sessions, register_factory
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +34,9 @@ async def client(app_bound: None) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+register_factory(ContactFactory)  # contact_factory and contact fixtures
+
+
 @pytest.fixture
 async def campaign_with_contacts(db_session: AsyncSession) -> Campaign:
-    campaign = Campaign(
-        name="Test Campaign", template_a="Template A", template_b="Template B", daily_limit=125
-    )
-    campaign.contacts = [Contact(phone=f"+1555000{i:04d}", name=f"Contact {i}") for i in range(10)]
-    db_session.add(campaign)
-    await db_session.commit()  # a savepoint release: still rolled back after the test
-    return campaign
+    return await CampaignFactory.create(name="Test Campaign", daily_limit=125, contacts=10)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from app import service
 from app.models import Campaign, CampaignSend, Contact
+from factories import ContactFactory
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,14 +52,14 @@ class TestCampaignEndpoints:
 
 class TestCampaignService:
     async def test_execution_respects_the_daily_limit(
-        self, app_bound: None, db_session: AsyncSession, campaign_with_contacts: Campaign
+        self,
+        app_bound: None,
+        db_session: AsyncSession,
+        campaign_with_contacts: Campaign,
+        contact_factory: type[ContactFactory],
     ) -> None:
         """200 contacts with a limit of 125: 125 sent, 75 queued, committed by the service's own session."""
-        db_session.add_all(
-            Contact(phone=f"+1556{i:07d}", name=f"Test {i}", campaign=campaign_with_contacts)
-            for i in range(190)
-        )
-        await db_session.commit()
+        await contact_factory.create_batch(190, campaign=campaign_with_contacts)
         result = await service.execute_campaign(campaign_with_contacts.id)
         assert result == {"sent": 125, "queued": 75}
         sent = await db_session.scalar(
@@ -104,12 +105,11 @@ class TestDatabaseTransactions:
     async def test_rollback_on_integrity_error(
         self, db_session: AsyncSession, campaign_with_contacts: Campaign
     ) -> None:
-        """A duplicate phone inside session.begin() rolls back that block only."""
+        """A duplicate phone inside session.begin_nested() rolls back that block only."""
+        taken = campaign_with_contacts.contacts[0].phone
         with pytest.raises(IntegrityError):
-            async with db_session.begin():
-                db_session.add(
-                    Contact(phone="+15550000000", name="Duplicate", campaign=campaign_with_contacts)
-                )
+            async with db_session.begin_nested():
+                db_session.add(Contact(phone=taken, name="Duplicate", campaign=campaign_with_contacts))
                 await db_session.flush()
         assert await db_session.scalar(select(func.count()).select_from(Contact)) == 10
 

@@ -19,7 +19,7 @@ import re
 import sys
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterator
+from collections.abc import Coroutine, Generator, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
@@ -115,7 +115,7 @@ def _plan(model: type) -> _ModelPlan:
             plan.enums.append((prop.key, column, column.type))
         elif isinstance(column.type, sqltypes.String) and column.type.length:
             plan.lengths.append((prop.key, column, column.type.length))
-        if _is_required(column):
+        if _is_required(column) and column is not mapper.polymorphic_on:  # the ORM sets the discriminator
             plan.required.append((prop.key, column, provided_by.get(column)))
     key_column = mapper.base_mapper.local_table.autoincrement_column  # type: ignore[attr-defined]
     if (
@@ -221,8 +221,9 @@ class _ModelFactoryOptions(factory.base.FactoryOptions):
     def contribute_to_class(self, factory: Any, *args: Any, **kwargs: Any) -> None:
         super().contribute_to_class(factory, *args, **kwargs)  # type: ignore[no-untyped-call]
         model = self.model
-        if not self.abstract and isinstance(model, type):
-            # The first factory declared for a model is the one harness uses for its foreign keys.
+        if not self.abstract and isinstance(model, type) and "<locals>" not in factory.__qualname__:
+            # The first module-level factory declared for a model is the one harness uses for its
+            # foreign keys (one declared inside a test would make results depend on test order).
             _registry.setdefault(model, factory)
 
 
@@ -272,20 +273,22 @@ class ModelFactory(Factory[T]):
                 "`with harness.use_session(session):`."
             )
             raise FactoryError(msg)
-        async with _exclusive(session):
-            batch = _Batch(call)
-            token = _building.set(batch)
-            try:
-                generate = cls._generate
-                made = [generate(enums.CREATE_STRATEGY, dict(kwargs)) for _ in range(size)]  # type: ignore[no-untyped-call]
-            except BaseException:
-                batch.discard()
-                raise
-            finally:
-                _building.reset(token)
-            await batch.persist(session)
-            for hook in batch.hooks:
-                await hook
+        batch = _Batch(call)
+        try:
+            # One creation at a time per session (asyncio.gather of creates): a flush cannot start
+            # while another is running. Async hooks run after, unlocked: they may create in turn.
+            async with session.info.setdefault(_LOCK_KEY, asyncio.Lock()):
+                token = _building.set(batch)
+                try:
+                    generate = cls._generate
+                    made = [generate(enums.CREATE_STRATEGY, dict(kwargs)) for _ in range(size)]  # type: ignore[no-untyped-call]
+                finally:
+                    _building.reset(token)
+                await batch.persist(session)
+            while batch.hooks:
+                await batch.hooks.pop(0)
+        finally:
+            batch.discard()  # hooks that did not run, after an error: closed, not left un-awaited
         return made
 
     @classmethod
@@ -456,6 +459,7 @@ class _Batch:
     def discard(self) -> None:
         for hook in self.hooks:
             hook.close()
+        self.hooks.clear()
 
     async def persist(self, session: AsyncSession) -> None:
         if not self.objects:
@@ -467,7 +471,6 @@ class _Batch:
         try:
             await session.flush()
         except DBAPIError as error:
-            self.discard()
             raise FactoryError(self._explain(error)) from error
         await self._load_what_is_missing(session)
 
@@ -539,6 +542,16 @@ class _Batch:
                     waiting.setdefault(column, (key, []))[1].append(instance)
                 else:
                     given[column] = max(given.get(column, value), value)
+        for pending in session.new:  # added by the code under test, not flushed yet: max() cannot see them
+            serial = _plan(type(pending)).serial_key
+            if serial is None or serial[1] not in waiting:
+                continue
+            key, column = serial
+            value = pending.__dict__.get(key)
+            if value is None:  # its key comes at the flush: leave this table to the ORM
+                del waiting[column]
+            else:
+                given[column] = max(given.get(column, value), value)
         if not waiting:
             return
         connection = await session.connection()  # not session.execute(): no autoflush of half-built graphs
@@ -575,7 +588,8 @@ class _Batch:
         column = _failed_column(error)
         lines = [f"{self.call} could not insert its rows. The database said: {said}"]
         if column is not None:
-            lines.extend(self._field_lines(*column))
+            unique = "unique" in said.lower() or "duplicate key" in said.lower()
+            lines.extend(self._field_lines(*column, unique=unique))
         lines.append(f"Fix: {_advice(said)}")
         lines.append(
             "The session's transaction has failed: roll it back (`await session.rollback()`) before using it again."
@@ -585,7 +599,7 @@ class _Batch:
             lines.append(f"SQL: {statement[:300]}")
         return "\n".join(lines)
 
-    def _field_lines(self, table: str, name: str) -> list[str]:
+    def _field_lines(self, table: str, name: str, *, unique: bool) -> list[str]:
         """Which factory field made the refused column, and which of its values repeat in this call."""
         values: dict[Any, int] = {}
         lines: list[str] = []
@@ -605,7 +619,7 @@ class _Batch:
         if repeated:
             shown = ", ".join(f"{value!r} ({count} times)" for value, count in list(repeated.items())[:5])
             lines.append(f"Values made more than once in this call: {shown}.")
-        elif lines:
+        elif lines and unique:
             lines.append("No value repeats within this call: it clashes with a row already in the table.")
         return lines
 
@@ -630,7 +644,7 @@ _building: ContextVar[_Batch | None] = ContextVar("harness_factory_batch", defau
 def _describe(made_by: type[ModelFactory[Any]], key: str) -> str:
     declaration = made_by._meta.declarations.get(key)
     if declaration is None:
-        return "not declared: harness derived the value from the column"
+        return "not declared on the factory: passed in, or derived by harness from the column"
     if isinstance(declaration, Faker):
         return f"declared as Faker({declaration.provider!r})"
     if isinstance(declaration, factory.declarations.BaseDeclaration):
@@ -668,29 +682,3 @@ def _advice(said: str) -> str:
 
 
 # -- One factory creation at a time per session ---------------------------------------------------
-
-
-@dataclass
-class _SessionLock:
-    """Serialises creations on one session (asyncio.gather of creates); re-entrant per task for async hooks."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    owner: asyncio.Task[Any] | None = None
-    depth: int = 0
-
-
-@contextlib.asynccontextmanager
-async def _exclusive(session: AsyncSession) -> AsyncIterator[None]:
-    guard: _SessionLock = session.info.setdefault(_LOCK_KEY, _SessionLock())
-    task = asyncio.current_task()
-    if guard.owner is not task:
-        await guard.lock.acquire()
-        guard.owner = task
-    guard.depth += 1
-    try:
-        yield
-    finally:
-        guard.depth -= 1
-        if guard.depth == 0:
-            guard.owner = None
-            guard.lock.release()

@@ -70,7 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--harness-seed",
         type=int,
         help="Seed of factory-boy and Faker randomness; each test is reseeded from it and its node id, so a "
-        "failure replays with the same data. Default: a new seed per run, shown in the header.",
+        "failure replays with the same random values. Default: a new seed per run, shown in the header.",
     )
     parser.addini("harness_database_url", "Default for --harness-database-url.")
     parser.addini(
@@ -86,7 +86,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
-    seed = config.getoption("harness_seed") or workerinput.get("harness_seed") or secrets.randbits(32)
+    seed = config.getoption("harness_seed")
+    if seed is None:
+        seed = workerinput.get("harness_seed", secrets.randbits(32))
     config.stash[_SEED] = seed
     if config.pluginmanager.hasplugin("xdist") and not workerinput:
         config.pluginmanager.register(_SeedForWorkers(seed), "harness-seed-for-workers")
@@ -109,7 +111,7 @@ def _randomly_reseeds(config: pytest.Config) -> bool:
 
 def pytest_report_header(config: pytest.Config) -> str:
     if _randomly_reseeds(config):
-        return "harness: factory data seeded by pytest-randomly (replay with its -p randomly -p seed option)"
+        return "harness: factory data seeded by pytest-randomly (replay with its --randomly-seed)"
     seed = config.stash[_SEED]
     return f"harness: factory data seed {seed} (replay with --harness-seed={seed})"
 
@@ -273,7 +275,9 @@ def register_factory(factory_class: F, fixture_name: str | None = None, /, **ove
     test's ``db_session`` active so ``await contact_factory.create()`` works) and ``contact`` (one
     created object). ``fixture_name`` renames both, and ``overrides`` are passed to ``create()``, so
     ``register_factory(ContactFactory, "opted_out_contact", opted_out=True)`` makes a variant.
-    Returns the factory, so it can decorate the class.
+    Returns the factory, so it can decorate the class. The fixtures land in the module that calls
+    it, so call it in a conftest.py, a test module or a ``pytest_plugins`` module: pytest does not
+    look for fixtures in a ``factories.py`` that is merely imported.
     """
     model = getattr(getattr(factory_class, "_meta", None), "model", None)
     if not (isinstance(factory_class, type) and issubclass(factory_class, ModelFactory)) or model is None:  # type: ignore[redundant-expr]

@@ -81,3 +81,18 @@ class Keeper(Base):
     __tablename__ = "keepers"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Message(Base):
+    """Single-table inheritance with a NOT NULL discriminator that the ORM fills."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    body: Mapped[str] = mapped_column(String(160))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "message"}  # noqa: RUF012
+
+
+class Sms(Message):
+    __mapper_args__ = {"polymorphic_identity": "sms"}  # noqa: RUF012

@@ -25,7 +25,7 @@ from harness import (
 from harness.db import current_session
 from tests.conftest import count_rows
 from tests.factories import AccountFactory, CampaignFactory, ContactFactory, OwnerFactory, PetFactory
-from tests.models import Account, Campaign, Contact, Owner, Plan
+from tests.models import Account, Campaign, Contact, Message, Owner, Plan, Sms
 
 
 def inserts(log: Any) -> list[str]:
@@ -439,3 +439,77 @@ async def test_keys_passed_in_are_kept_and_the_others_follow_them(db_session: As
 
     assert owners[1].id == 900
     assert len({owner.id for owner in owners}) == 3
+
+
+class SmsFactory(ModelFactory[Sms]):
+    class Meta:
+        model = Sms
+
+
+async def test_the_inheritance_discriminator_is_left_to_the_orm(db_session: AsyncSession) -> None:
+    made = await SmsFactory.create_batch(2)
+
+    db_session.expunge_all()
+    loaded = (await db_session.scalars(select(Message).order_by(Message.id))).all()
+    assert [type(m) for m in loaded] == [Sms, Sms]
+    assert {m.kind for m in loaded} == {"sms"}
+    assert {m.id for m in loaded} == {m.id for m in made}
+
+
+async def test_rows_added_but_not_flushed_by_other_code_keep_their_keys(db_session: AsyncSession) -> None:
+    db_session.add(Owner(name="pending"))
+    owner = await OwnerFactory.create()
+
+    rows = (await db_session.execute(select(Owner.id, Owner.name))).all()
+    assert len(rows) == 2
+    assert owner.id in {id_ for id_, _ in rows}
+
+
+async def test_async_hooks_may_gather_creations(db_session: AsyncSession) -> None:
+    class GatheringCampaignFactory(ModelFactory[Campaign]):
+        class Meta:
+            model = Campaign
+
+        name = factory.Sequence(lambda n: f"gathering {n}")
+
+        @factory.post_generation
+        async def contacts(self, create: bool, extracted: int | None, **_: Any) -> None:
+            await asyncio.gather(*(ContactFactory.create(campaign=self) for _ in range(extracted or 0)))
+
+    campaign = await asyncio.wait_for(GatheringCampaignFactory.create(contacts=3), timeout=10)
+
+    assert len(campaign.contacts) == 3
+
+
+async def test_a_failing_hook_leaves_no_coroutine_unawaited(db_session: AsyncSession) -> None:
+    class FailingHookFactory(ModelFactory[Owner]):
+        class Meta:
+            model = Owner
+
+        @factory.post_generation
+        async def boom(self, create: bool, extracted: Any, **_: Any) -> None:
+            message = "hook failed"
+            raise RuntimeError(message)
+
+    with pytest.raises(RuntimeError, match="hook failed"):
+        await FailingHookFactory.create_batch(3)  # filterwarnings=error fails the test on a leaked coroutine
+
+
+def test_factories_declared_inside_tests_do_not_take_over_foreign_keys() -> None:
+    class LocalOwnerFactory(ModelFactory[Owner]):
+        class Meta:
+            model = Owner
+
+        name = "local"
+
+    from harness.factories import _registry
+
+    assert _registry[Owner] is OwnerFactory
+
+
+async def test_a_missing_required_foreign_key_is_not_called_a_clash(db_session: AsyncSession) -> None:
+    with pytest.raises(FactoryError) as raised:
+        await AccountFactory.create(owner=None)
+
+    assert "clashes" not in str(raised.value)
+    assert "AccountFactory.owner_id" in str(raised.value)

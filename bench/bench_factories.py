@@ -17,17 +17,13 @@ flush_each / create (target ≥ 5). Cases run interleaved in rounds so noise hit
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import factory
+from common import print_figures, run
 from sqlalchemy import ForeignKey, String, event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -169,14 +165,7 @@ def report(backend: str, medians: dict[str, float], results: dict[str, Any]) -> 
         + "  ".join(f"{k}={v:.1f}" for k, v in medians.items() if k != "inserts")
         + f"  persistence={persist:.1f}  INSERT statements for {ROWS} rows={medians['inserts']}"
     )
-    for key, value in figures.items():
-        target = next((t for name, t in targets.items() if name in key), None)
-        verdict = ""
-        if target:
-            sign, bound = target
-            ok = value <= bound if sign == "≤" else value >= bound
-            verdict = f"  target {sign} {bound:g}: {'PASS' if ok else 'FAIL'}"
-        print(f"  {key:50} {value:>8}{verdict}")
+    print_figures(figures, targets, width=50)
     results.update(figures)
     results.setdefault("factory_raw_median_us_per_row", {})[backend] = {
         k: round(v, 2) for k, v in medians.items() if k != "inserts"
@@ -184,26 +173,7 @@ def report(backend: str, medians: dict[str, float], results: dict[str, Any]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--postgres-url", default=os.environ.get("HARNESS_POSTGRES_URL"))
-    parser.add_argument("--output", default=".bench/results.json")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
-    args = parser.parse_args()
-    rounds = 6 if args.quick else 30
-    output = Path(args.output)
-    results: dict[str, Any] = json.loads(output.read_text()) if output.exists() else {}
-
-    report("sqlite", asyncio.run(bench_backend("sqlite+aiosqlite://", rounds)), results)
-    if args.postgres_url:
-        report("postgres", asyncio.run(bench_backend(args.postgres_url, rounds)), results)
-    else:
-        print("\npostgres: skipped (no --postgres-url or HARNESS_POSTGRES_URL)")
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"\nwritten to {output}")
+    run(__doc__, bench_backend, report, rounds=30, quick_rounds=6)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,12 @@ figure is a median. Overhead = median(scope) - median(bare), also expressed in r
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
+from common import print_figures, run
 from sqlalchemy import ForeignKey, Index, MetaData, String, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -189,39 +185,13 @@ def report(backend: str, medians: dict[str, float], results: dict[str, Any]) -> 
         "speedup_vs_truncate": ("≥", 20.0),
     }
     print(f"\n{backend}: medians in ms  " + "  ".join(f"{k}={v:.3f}" for k, v in medians.items()))
-    for key, value in figures.items():
-        target = next((t for name, t in targets.items() if name in key), None)
-        verdict = ""
-        if target:
-            sign, bound = target
-            ok = value <= bound if sign == "≤" else value >= bound
-            verdict = f"  target {sign} {bound:g}: {'PASS' if ok else 'FAIL'}"
-        print(f"  {key:45} {value:>10}{verdict}")
+    print_figures(figures, targets, width=45)
     results.update(figures)
     results.setdefault("isolation_raw_median_ms", {})[backend] = {k: round(v, 4) for k, v in medians.items()}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--postgres-url", default=os.environ.get("HARNESS_POSTGRES_URL"))
-    parser.add_argument("--output", default=".bench/results.json")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
-    args = parser.parse_args()
-    rounds = 60 if args.quick else 400
-    output = Path(args.output)
-    results: dict[str, Any] = json.loads(output.read_text()) if output.exists() else {}
-
-    report("sqlite", asyncio.run(bench_backend("sqlite+aiosqlite://", rounds)), results)
-    if args.postgres_url:
-        report("postgres", asyncio.run(bench_backend(args.postgres_url, rounds)), results)
-    else:
-        print("\npostgres: skipped (no --postgres-url or HARNESS_POSTGRES_URL)")
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"\nwritten to {output}")
+    run(__doc__, bench_backend, report, rounds=400, quick_rounds=60)
 
 
 if __name__ == "__main__":

@@ -513,3 +513,22 @@ async def test_a_missing_required_foreign_key_is_not_called_a_clash(db_session: 
 
     assert "clashes" not in str(raised.value)
     assert "AccountFactory.owner_id" in str(raised.value)
+
+
+def test_use_session_refuses_what_is_not_a_session() -> None:
+    with pytest.raises(TypeError, match=r"use_session\(\) takes an AsyncSession, got str"):
+        use_session("postgresql://").__enter__()  # type: ignore[arg-type]
+
+
+def test_register_factory_refuses_what_is_not_a_model_factory() -> None:
+    from harness import register_factory
+
+    with pytest.raises(TypeError, match=r"register_factory\(\) takes a harness\.ModelFactory subclass"):
+        register_factory(factory.Factory)  # type: ignore[type-var]
+
+
+def test_creating_outside_an_awaited_create_is_refused() -> None:
+    with pytest.raises(
+        FactoryError, match=r"OwnerFactory can only create inside `await OwnerFactory.create\(\)`"
+    ):
+        OwnerFactory._generate(factory.enums.CREATE_STRATEGY, {})

@@ -1,9 +1,10 @@
-"""Async integration-test harness: test databases, rollback isolation and query budgets for SQLAlchemy asyncio."""
+"""Async integration-test harness: test databases, factories, frozen clocks and budgets for SQLAlchemy asyncio."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
 
+from harness.clock import Clock, freeze_time
 from harness.databases import TestDatabase
 from harness.db import (
     RollbackScope,
@@ -14,6 +15,7 @@ from harness.db import (
     rollback_scope,
 )
 from harness.exceptions import (
+    ClockError,
     ConcurrentSessionError,
     DatabaseConfigError,
     DatabaseUnavailableError,
@@ -40,6 +42,8 @@ __version__ = version("harness")
 
 __all__ = [  # membership is pinned by tests/test_public_api.py
     "CapturedQuery",
+    "Clock",
+    "ClockError",
     "ConcurrentSessionError",
     "Creation",
     "DatabaseConfigError",
@@ -63,6 +67,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "capture_queries",
     "check_test_database",
     "create_test_engine",
+    "freeze_time",
     "probe_isolation",
     "register_factory",
     "rollback_scope",

@@ -7,6 +7,7 @@ HarnessError
 ├── SchemaError                            the schema callable (or create_all) failed
 ├── ScopeError                             a rollback scope used after it ended
 ├── FactoryError                           a factory cannot create what it was asked to
+├── ClockError                             a time that cannot be read, a clock used wrongly
 └── IsolationError                         code under test escaped the test transaction
     ├── ConcurrentSessionError             sessions overlapped on the shared test connection
     └── IsolationProbeError                the driver leaks committed rows past a rollback
@@ -15,6 +16,7 @@ HarnessError
 from __future__ import annotations
 
 __all__ = [
+    "ClockError",
     "ConcurrentSessionError",
     "DatabaseConfigError",
     "DatabaseUnavailableError",
@@ -54,6 +56,10 @@ class ScopeError(HarnessError):
 
 class FactoryError(HarnessError):
     """A factory cannot create what it was asked to: no session, a bad declaration, a refused row."""
+
+
+class ClockError(HarnessError):
+    """A time or zone that cannot be read, or a clock used out of turn (see harness.clock)."""
 
 
 class IsolationError(HarnessError):

@@ -31,9 +31,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from harness.clock import Clock, freeze_time
 from harness.databases import Schema, TestDatabase, run_sync
 from harness.db import rollback_scope
-from harness.exceptions import HarnessError
+from harness.exceptions import ClockError, HarnessError
 from harness.factories import ModelFactory
 
 F = TypeVar("F", bound=type[ModelFactory[Any]])
@@ -82,9 +83,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
     )
+    parser.addini(
+        "harness_clock_backend", "Backend of the clock fixture: freezegun (default) or time-machine."
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "clock(when=None, *, tz=None, tz_offset=0, tick=False, backend=None): freeze time for the test at "
+        "`when` (a string may end with a zone name); the `clock` fixture, requested for you, is the clock.",
+    )
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     seed = config.getoption("harness_seed")
     if seed is None:
@@ -127,6 +136,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     fixture_scope = _fixture_loop_scope(config)
     for item in items:
+        fixturenames = getattr(item, "fixturenames", None)
+        if item.get_closest_marker("clock") and fixturenames is not None and "clock" not in fixturenames:
+            fixturenames.insert(0, "clock")  # the marker alone freezes time, before other fixtures run
         if not {"db_engine", "db_session"} & set(getattr(item, "fixturenames", ())):
             continue
         if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
@@ -215,6 +227,21 @@ async def db_session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """An AsyncSession in a rollback scope: whatever the test writes, even committed, is gone after it."""
     async with rollback_scope(db_engine) as session:
         yield session
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> Iterator[Clock]:
+    """Time frozen for the test: at the `clock` marker's time, else at the real time the test starts."""
+    marker = request.node.get_closest_marker("clock")
+    args, kwargs = (marker.args, dict(marker.kwargs)) if marker else ((), {})
+    kwargs.setdefault("backend", request.config.getini("harness_clock_backend") or None)
+    try:
+        frozen = freeze_time(*args, **kwargs)
+    except TypeError as error:
+        msg = f"Bad @pytest.mark.clock arguments: {error}. It takes freeze_time()'s: (when, *, tz, tz_offset, tick, backend)."
+        raise ClockError(msg) from None
+    with frozen:
+        yield frozen
 
 
 def _default_name(config: pytest.Config, url: str | None) -> str | None:

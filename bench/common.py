@@ -24,6 +24,25 @@ def print_figures(figures: dict[str, Any], targets: Targets, width: int = 45) ->
         print(f"  {key:{width}} {value:>10}{verdict}")
 
 
+def command_line(doc: str | None) -> argparse.Namespace:
+    """--postgres-url (database benches), --output (the results file), --quick (a smoke run)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres-url", default=os.environ.get("HARNESS_POSTGRES_URL"))
+    parser.add_argument("--output", default=".bench/results.json")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    return parser.parse_args()
+
+
+def merge_results(output: str, figures: dict[str, Any]) -> None:
+    """Merge figures into the JSON results file that every bench script shares."""
+    path = Path(output)
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results.update(figures)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\nwritten to {path}")
+
+
 def run(
     doc: str | None,
     bench_backend: Callable[[str | None, int], Awaitable[dict[str, float]]],
@@ -33,21 +52,12 @@ def run(
     quick_rounds: int,
 ) -> None:
     """Parse the command line, bench SQLite (and PostgreSQL if given), merge figures into the results file."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres-url", default=os.environ.get("HARNESS_POSTGRES_URL"))
-    parser.add_argument("--output", default=".bench/results.json")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
-    args = parser.parse_args()
+    args = command_line(doc)
     count = quick_rounds if args.quick else rounds
-    output = Path(args.output)
-    results: dict[str, Any] = json.loads(output.read_text()) if output.exists() else {}
-
+    results: dict[str, Any] = {}
     report("sqlite", asyncio.run(bench_backend("sqlite+aiosqlite://", count)), results)
     if args.postgres_url:
         report("postgres", asyncio.run(bench_backend(args.postgres_url, count)), results)
     else:
         print("\npostgres: skipped (no --postgres-url or HARNESS_POSTGRES_URL)")
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(f"\nwritten to {output}")
+    merge_results(args.output, results)

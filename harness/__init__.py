@@ -25,6 +25,7 @@ from harness.exceptions import (
     IsolationProbeError,
     SchemaError,
     ScopeError,
+    TimingError,
     UnsafeDatabaseError,
 )
 from harness.factories import Creation, ModelFactory, use_session
@@ -37,6 +38,7 @@ from harness.queries import (
     assert_num_queries,
     capture_queries,
 )
+from harness.timing import Timing, assert_completes_within, assert_not_slower_than, measure
 
 __version__ = version("harness")
 
@@ -58,16 +60,21 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "SchemaError",
     "ScopeError",
     "TestDatabase",
+    "Timing",
+    "TimingError",
     "UnsafeDatabaseError",
     "__version__",
+    "assert_completes_within",
     "assert_max_queries",
     "assert_no_n_plus_one",
+    "assert_not_slower_than",
     "assert_num_queries",
     "bind_sessions",
     "capture_queries",
     "check_test_database",
     "create_test_engine",
     "freeze_time",
+    "measure",
     "probe_isolation",
     "register_factory",
     "rollback_scope",

@@ -27,6 +27,8 @@ import difflib
 import functools
 import inspect
 import math
+import os
+import time
 import zoneinfo
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -213,6 +215,14 @@ class _Freezegun:
         self._factory.move_to(instant)
 
 
+def _local_zone_is_utc() -> bool:
+    return (
+        time.timezone == 0
+        and not time.daylight
+        and os.environ.get("TZ", "UTC") in ("UTC", "Etc/UTC", "UTC0", "")
+    )
+
+
 class _TimeMachine:
     def __init__(self, instant: dt.datetime, tz_offset: dt.timedelta, ticking: bool) -> None:
         try:
@@ -230,7 +240,10 @@ class _TimeMachine:
             msg = f"The time-machine backend takes whole-hour tz_offset values only, got {tz_offset}."
             raise ClockError(msg)
         self._zone = zoneinfo.ZoneInfo(f"Etc/GMT{-hours:+d}") if hours else dt.UTC
-        self._travel = time_machine.travel(instant.astimezone(self._zone), tick=ticking)
+        destination: dt.datetime | float = instant.astimezone(self._zone)
+        if self._zone is dt.UTC and _local_zone_is_utc():
+            destination = instant.timestamp()  # no TZ to set: saves two tzset() calls, half the cost
+        self._travel = time_machine.travel(destination, tick=ticking)
 
     def start(self) -> None:
         try:

@@ -8,6 +8,7 @@ HarnessError
 ├── ScopeError                             a rollback scope used after it ended
 ├── FactoryError                           a factory cannot create what it was asked to
 ├── ClockError                             a time that cannot be read, a clock used wrongly
+├── TimingError                            a timing helper used wrongly (budgets fail as AssertionError)
 └── IsolationError                         code under test escaped the test transaction
     ├── ConcurrentSessionError             sessions overlapped on the shared test connection
     └── IsolationProbeError                the driver leaks committed rows past a rollback
@@ -26,6 +27,7 @@ __all__ = [
     "IsolationProbeError",
     "SchemaError",
     "ScopeError",
+    "TimingError",
     "UnsafeDatabaseError",
 ]
 
@@ -60,6 +62,10 @@ class FactoryError(HarnessError):
 
 class ClockError(HarnessError):
     """A time or zone that cannot be read, or a clock used out of turn (see harness.clock)."""
+
+
+class TimingError(HarnessError):
+    """A timing helper was used wrongly: bad repeat counts, an unknown statistic, a bad slack factor."""
 
 
 class IsolationError(HarnessError):

@@ -32,6 +32,20 @@ def test_a_naive_time_is_utc_and_naive_local_time_reads_utc(backend: str) -> Non
     assert dt.datetime.now().year >= 2026  # thawed
 
 
+def test_naive_local_time_is_utc_whatever_the_machines_zone(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        with freeze_time("2024-01-15 20:00", backend=backend):
+            assert dt.datetime.now() == dt.datetime(2024, 1, 15, 20)
+        assert time.localtime().tm_zone in ("EST", "EDT")  # the machine's zone is back
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 @pytest.mark.parametrize(
     ("when", "tz"),
     [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harness import ConcurrentSessionError
+from harness import Clock, ConcurrentSessionError, assert_completes_within
 from harness.queries import assert_max_queries, assert_no_n_plus_one
 
 
@@ -51,6 +53,7 @@ class TestCampaignEndpoints:
 
 
 class TestCampaignService:
+    @pytest.mark.clock("2024-01-15 10:00 America/New_York")  # a Monday morning: open for business
     async def test_execution_respects_the_daily_limit(
         self,
         app_bound: None,
@@ -60,7 +63,8 @@ class TestCampaignService:
     ) -> None:
         """200 contacts with a limit of 125: 125 sent, 75 queued, committed by the service's own session."""
         await contact_factory.create_batch(190, campaign=campaign_with_contacts)
-        result = await service.execute_campaign(campaign_with_contacts.id)
+        async with assert_completes_within(5.0):  # a budget with room: one run of the block
+            result = await service.execute_campaign(campaign_with_contacts.id)
         assert result == {"sent": 125, "queued": 75}
         sent = await db_session.scalar(
             select(func.count())
@@ -68,6 +72,37 @@ class TestCampaignService:
             .where(CampaignSend.campaign_id == campaign_with_contacts.id, CampaignSend.status == "sent")
         )
         assert sent == 125
+
+    @pytest.mark.parametrize(
+        ("now", "opening"),
+        [
+            (
+                "2024-01-15 20:00",
+                datetime(2024, 1, 16, 9, tzinfo=ZoneInfo("America/New_York")),
+            ),  # Monday 8 PM
+            (
+                "2024-01-19 20:00",
+                datetime(2024, 1, 22, 9, tzinfo=ZoneInfo("America/New_York")),
+            ),  # Friday 8 PM
+            ("2024-01-16 07:30", datetime(2024, 1, 16, 9, tzinfo=ZoneInfo("America/New_York"))),  # before 9
+        ],
+    )
+    async def test_business_hours_queueing(
+        self,
+        app_bound: None,
+        db_session: AsyncSession,
+        campaign_with_contacts: Campaign,
+        clock: Clock,
+        now: str,
+        opening: datetime,
+    ) -> None:
+        """Outside business hours (New York time) every message waits for the next opening at 9 AM."""
+        clock.move_to(f"{now} America/New_York")
+        result = await service.execute_campaign(campaign_with_contacts.id)
+        assert result == {"sent": 0, "queued": 10}
+        queued = (await db_session.scalars(select(CampaignSend.scheduled_for))).all()
+        # UTC in the database; SQLite returns it without its offset
+        assert {when.replace(tzinfo=UTC) if when.tzinfo is None else when for when in queued} == {opening}  # type: ignore[union-attr]
 
     async def test_listing_campaigns_has_a_query_budget(
         self, db_session: AsyncSession, campaign_with_contacts: Campaign

@@ -26,8 +26,8 @@ import datetime as dt
 import difflib
 import functools
 import inspect
-import math
 import os
+import re
 import time
 import zoneinfo
 from collections.abc import Callable, Coroutine
@@ -57,6 +57,7 @@ R = TypeVar("R")
 _SETTLE_ROUNDS = 1000
 
 _running: list[Clock] = []  # innermost last
+_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)+$")  # America/New_York, not 2024/01/15
 
 
 # -- reading times and zones -------------------------------------------------------------------
@@ -65,6 +66,9 @@ _running: list[Clock] = []  # innermost last
 def _zone(name: str | dt.tzinfo) -> dt.tzinfo:
     if isinstance(name, dt.tzinfo):
         return name
+    if not isinstance(name, str):  # untyped callers, markers
+        msg = f"tz takes a zone name such as 'America/New_York' or a tzinfo, got {type(name).__name__}: {name!r}."  # type: ignore[unreachable]
+        raise ClockError(msg)
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -80,7 +84,7 @@ def _zone(name: str | dt.tzinfo) -> dt.tzinfo:
 def _split_zone(text: str) -> tuple[str, dt.tzinfo | None]:
     """'2024-01-15 20:00 America/New_York' -> ('2024-01-15 20:00', ZoneInfo('America/New_York'))."""
     head, _, last = text.strip().rpartition(" ")
-    if head and "/" in last:
+    if head and _ZONE_NAME.match(last):
         return head, _zone(last)  # looks like a zone name: a typo gets the zone error
     if head and last.isalpha() and last.upper() not in ("AM", "PM"):
         try:
@@ -141,11 +145,11 @@ def _seconds(delta: float | dt.timedelta | None, units: dict[str, float], what: 
             td = delta
         else:
             td = dt.timedelta(seconds=delta) if delta is not None else dt.timedelta(**units)
-    except TypeError as error:
+    except (TypeError, ValueError, OverflowError) as error:
         msg = f"clock.{what}() takes seconds, a timedelta, or days=/hours=/minutes=/seconds=/milliseconds=: {error}."
         raise ClockError(msg) from None
     seconds = td.total_seconds()
-    if seconds < 0 or math.isnan(seconds):
+    if seconds < 0:
         msg = (
             f"clock.{what}() moves time forward only, and was given {td!r}. "
             "To go back, use clock.move_to(<earlier time>)."
@@ -365,16 +369,27 @@ class Clock:
             raise ClockError(msg)
         self.backend: Backend = backend
         self.zone: dt.tzinfo | None = _zone(tz) if tz is not None else None
-        if isinstance(when, str):  # a zone named in the string is the clock's zone too
-            self.zone = _split_zone(when)[1] or self.zone
-        self._when = when
+        named = _split_zone(when)[1] if isinstance(when, str) else None
+        if named is not None and tz is not None:
+            msg = f"The zone is given twice, in {when!r} and as tz={tz!r}: give it once."
+            raise ClockError(msg)
+        self.zone = named or self.zone  # a zone named in the string is the clock's zone too
+        self._when, self._tz = when, tz
         self._tz_offset = tz_offset if isinstance(tz_offset, dt.timedelta) else dt.timedelta(hours=tz_offset)
+        if not dt.timedelta(hours=-12) <= self._tz_offset <= dt.timedelta(hours=14):
+            msg = f"tz_offset must be between -12 and +14 hours, got {self._tz_offset}."
+            raise ClockError(msg)
         self._ticking = tick
-        self._start = _instant(when, self.zone) if not callable(when) else None
+        _instant(when, self.zone) if not callable(when) else None  # a bad time fails here, not at start
         self._impl: _Backend | None = None
 
     def __repr__(self) -> str:
-        state = f"at {self.now().isoformat()}" if self._impl else "stopped"
+        if self._impl is None:
+            state = "stopped"
+        elif _running[-1] is not self:
+            state = "suspended under an inner clock"
+        else:
+            state = f"at {self.now().isoformat()}"
         return f"<Clock {self.backend} {state}>"
 
     # -- reading and moving ----------------------------------------------------------------
@@ -475,7 +490,7 @@ class Clock:
                 f"{self.backend}. Use one backend for both (the outer clock's, {_running[-1].backend!r})."
             )
             raise ClockError(msg)
-        instant = self._start if self._start is not None else _instant(self._when, self.zone)
+        instant = _instant(self._when, self.zone)  # None and timedeltas mean "from now": now is now
         kind = _Freezegun if self.backend == "freezegun" else _TimeMachine
         impl = kind(instant, self._tz_offset, self._ticking)
         impl.start()
@@ -486,23 +501,36 @@ class Clock:
         return self
 
     def stop(self) -> None:
-        """Unfreeze; the event loop keeps any lead advance() gave it (loop time never goes back)."""
+        """Unfreeze; the event loop keeps any lead advance() gave it (loop time never goes back).
+
+        Clocks stop in the reverse order they started: stopping one while an inner clock runs stops
+        the inner ones first, then raises ClockError to say so.
+        """
         if self._impl is None:
             return
-        if _running[-1] is not self:
-            msg = "Clocks stop in the reverse order they started: an inner freeze is still running."
-            raise ClockError(msg)
-        _running.pop()
-        impl, self._impl = self._impl, None
-        impl.stop()
+        inner = _running[_running.index(self) + 1 :]
+        for clock in [*reversed(inner), self]:
+            _running.pop()
+            impl, clock._impl = clock._impl, None
+            cast("_Backend", impl).stop()
         if not any(clock.backend == "freezegun" for clock in _running):
             _keep_loop_time_real(False)
+        if inner:
+            msg = (
+                "Clocks stop in the reverse order they started: an inner freeze was still running, "
+                "and harness stopped it first."
+            )
+            raise ClockError(msg)
 
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        try:
+            self.stop()
+        except ClockError:
+            if exc_type is None:  # never hide the exception that is already on its way out
+                raise
 
     async def __aenter__(self) -> Self:
         return self.start()
@@ -510,7 +538,7 @@ class Clock:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function (a test, say) to run under this clock."""
@@ -520,18 +548,24 @@ class Clock:
                 "@pytest.mark.clock(...) so that every test gets its own clock."
             )
             raise ClockError(msg)
+
+        def fresh() -> Clock:  # one clock per call: calls may overlap (async) or recurse
+            return Clock(
+                self._when, tz=self._tz, tz_offset=self._tz_offset, tick=self._ticking, backend=self.backend
+            )
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with self:
+                async with fresh():
                     return await func(*args, **kwargs)
 
             return cast("Callable[P, R]", run_async)
 
         @functools.wraps(func)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self:
+            with fresh():
                 return func(*args, **kwargs)
 
         return run

@@ -185,6 +185,16 @@ def _note_failure(error: BaseException, label: str, run: int, warmup: int, repea
     error.add_note(f"harness.timing: {label} raised during {what}; no budget was checked.")
 
 
+def _refuse_mix(awaitable: object, labels: list[str]) -> None:
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()  # never awaited on purpose: no "never awaited" warning
+    msg = (
+        f"{' and '.join(labels)} must be both sync or both async (returning awaitables): "
+        "timing one against the other compares different things."
+    )
+    raise TimingError(msg)
+
+
 # -- measuring functions ----------------------------------------------------------------------
 
 
@@ -239,11 +249,13 @@ def _interleaved(
                     continue
                 start = clock()
                 try:
-                    fns[index]()
+                    result = fns[index]()
                 except BaseException as error:
                     _note_failure(error, labels[index], run, warmup, repeat)
                     raise
                 runs[index].append(clock() - start)
+                if inspect.isawaitable(result):
+                    _refuse_mix(result, labels)
         return finish(timings())
 
     async def measure_async() -> Any:
@@ -260,7 +272,12 @@ def _interleaved(
                     continue
                 start = clock()
                 try:
-                    await fns[index]()
+                    result = fns[index]()
+                    if not inspect.isawaitable(result):
+                        _refuse_mix(None, labels)
+                    await result
+                except TimingError:
+                    raise
                 except BaseException as error:
                     _note_failure(error, labels[index], run, warmup, repeat)
                     raise

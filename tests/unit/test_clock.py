@@ -91,10 +91,35 @@ def test_a_timedelta_or_none_freezes_relative_to_now(backend: str) -> None:
         assert dt.datetime.now(UTC) - before < dt.timedelta(seconds=5)
 
 
-def test_tz_offset_shifts_naive_local_time(backend: str) -> None:
+def test_tz_offset_shifts_naive_local_time_only(backend: str) -> None:
     with freeze_time("2024-01-15 20:00", tz_offset=-5, backend=backend):
         assert dt.datetime.now() == dt.datetime(2024, 1, 15, 15)
+        assert dt.datetime.now(UTC) == dt.datetime(2024, 1, 15, 20, tzinfo=UTC)  # freezegun#553 added it here
         assert time.time() == dt.datetime(2024, 1, 15, 20, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tz_offset": 15}, "tz_offset must be between -12 and +14 hours, got 15:00:00."),
+        ({"tz": 5}, "tz takes a zone name such as 'America/New_York' or a tzinfo, got int: 5."),
+        (
+            {"when": "2024-01-15 20:00 Europe/Paris", "tz": "America/New_York"},
+            "The zone is given twice, in '2024-01-15 20:00 Europe/Paris' and as tz='America/New_York': give it once.",
+        ),
+    ],
+)
+def test_contradictory_or_impossible_zones_are_refused(
+    backend: str, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ClockError) as raised:
+        freeze_time(backend=backend, **kwargs)  # type: ignore[arg-type]
+    assert str(raised.value) == message
+
+
+def test_a_slashed_date_is_not_a_zone(backend: str) -> None:
+    with freeze_time("20:00 2024/01/15", backend=backend):
+        assert dt.datetime.now(UTC) == dt.datetime(2024, 1, 15, 20, tzinfo=UTC)
 
 
 def test_tick_moves_only_forward(backend: str) -> None:
@@ -103,6 +128,9 @@ def test_tick_moves_only_forward(backend: str) -> None:
         assert clock.tick(1.5).second == 2
         assert clock.tick(dt.timedelta(minutes=1)).minute == 1
         assert clock.tick(hours=1).hour == 21
+        for impossible in (float("nan"), float("inf")):
+            with pytest.raises(ClockError, match=r"clock.tick\(\) takes seconds, a timedelta"):
+                clock.tick(impossible)
         with pytest.raises(ClockError) as raised:
             clock.tick(-1)
     assert str(raised.value) == (
@@ -296,10 +324,19 @@ def test_nested_freezes_with_different_backends_conflict(backend: str) -> None:
 def test_clocks_stop_in_reverse_order(backend: str) -> None:
     outer = freeze_time("2024-01-15", backend=backend).start()
     inner = freeze_time("2030-01-01", backend=backend).start()
-    with pytest.raises(ClockError, match="Clocks stop in the reverse order they started"):
+    assert repr(outer) == f"<Clock {backend} suspended under an inner clock>"
+    with pytest.raises(
+        ClockError, match="Clocks stop in the reverse order they started: an inner freeze was still"
+    ):
         outer.stop()
-    inner.stop()
-    outer.stop()
+    assert dt.date.today().year >= 2026  # both stopped: nothing stays frozen
+    assert repr(inner) == f"<Clock {backend} stopped>"
+
+
+def test_an_exception_leaves_nothing_frozen(backend: str) -> None:
+    with pytest.raises(KeyError), freeze_time("2024-01-15", backend=backend):
+        freeze_time("2030-01-01", backend=backend).start()  # started, never stopped
+        raise KeyError("the test's own failure")  # noqa: EM101
     assert dt.date.today().year >= 2026
 
 
@@ -317,6 +354,29 @@ def test_decorates_sync_and_async_functions(backend: str) -> None:
     assert hour_in_new_york() == 20  # a decorated function freezes afresh on every call
     assert asyncio.run(hour_after_a_sleep()) == 9
     assert dt.datetime.now().year >= 2026
+
+
+def test_a_decorated_function_gets_a_fresh_clock_per_call(backend: str) -> None:
+    @freeze_time(backend=backend)  # "now", at each call
+    def frozen_now() -> dt.datetime:
+        return dt.datetime.now(UTC)
+
+    @freeze_time("2024-01-15", backend=backend)
+    async def overlapping(pause: float) -> dt.date:
+        await asyncio.sleep(pause)
+        return dt.date.today()
+
+    first = frozen_now()
+    time.sleep(0.01)
+    assert frozen_now() > first
+
+    async def both() -> list[dt.date]:
+        return list(await asyncio.gather(overlapping(0), overlapping(0.01)))
+
+    # Frozen time is global to the process: overlapping freezes cannot end out of order.
+    with pytest.raises(ClockError, match="Clocks stop in the reverse order they started"):
+        asyncio.run(both())
+    assert dt.date.today().year >= 2026
 
 
 def test_a_class_cannot_be_decorated(backend: str) -> None:

@@ -28,6 +28,22 @@ def nothing() -> None:
     pass
 
 
+@pytest.fixture(autouse=True)
+def no_slack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages are pinned as written; a CI's $HARNESS_TIMING_SLACK would change them."""
+    monkeypatch.delenv("HARNESS_TIMING_SLACK", raising=False)
+
+
+async def test_sync_and_async_cannot_be_compared() -> None:
+    async def quick() -> None:
+        pass
+
+    with pytest.raises(TimingError, match="must be both sync or both async"):
+        assert_not_slower_than(quick, nothing)
+    with pytest.raises(TimingError, match="must be both sync or both async"):
+        await assert_not_slower_than(nothing, quick)
+
+
 def test_measure_warms_up_then_samples() -> None:
     calls: list[int] = []
     timing = measure(lambda: calls.append(1), repeat=4, warmup=2)

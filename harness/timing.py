@@ -235,53 +235,54 @@ def _interleaved(
             Timing(label, tuple(r[warmup:]), tuple(r[:warmup])) for label, r in zip(labels, runs, strict=True)
         ]
 
+    def schedule() -> list[int]:  # indexes in timing order, the first call already made
+        rounds = [order if run % 2 == 0 else order[::-1] for run in range(warmup + repeat)]
+        return [index for run in rounds for index in run][1:]
+
+    def record(index: int, start: float) -> None:
+        runs[index].append(clock() - start)
+
+    def failed(error: BaseException, index: int) -> None:
+        _note_failure(error, labels[index], len(runs[index]), warmup, repeat)
+
     start = clock()
     try:
         first = fns[0]()
     except BaseException as error:
-        _note_failure(error, labels[0], 0, warmup, repeat)
+        failed(error, 0)
         raise
     if not inspect.isawaitable(first):
-        runs[0].append(clock() - start)
-        for run in range(warmup + repeat):
-            for index in order if run % 2 == 0 else order[::-1]:
-                if len(runs[index]) > run:
-                    continue
-                start = clock()
-                try:
-                    result = fns[index]()
-                except BaseException as error:
-                    _note_failure(error, labels[index], run, warmup, repeat)
-                    raise
-                runs[index].append(clock() - start)
-                if inspect.isawaitable(result):
-                    _refuse_mix(result, labels)
+        record(0, start)
+        for index in schedule():
+            start = clock()
+            try:
+                result = fns[index]()
+            except BaseException as error:
+                failed(error, index)
+                raise
+            record(index, start)
+            if inspect.isawaitable(result):
+                _refuse_mix(result, labels)
         return finish(timings())
 
     async def measure_async() -> Any:
-        nonlocal start
         try:
             await first
         except BaseException as error:
-            _note_failure(error, labels[0], 0, warmup, repeat)
+            failed(error, 0)
             raise
-        runs[0].append(clock() - start)
-        for run in range(warmup + repeat):
-            for index in order if run % 2 == 0 else order[::-1]:
-                if len(runs[index]) > run:
-                    continue
-                start = clock()
-                try:
-                    result = fns[index]()
-                    if not inspect.isawaitable(result):
-                        _refuse_mix(None, labels)
-                    await result
-                except TimingError:
-                    raise
-                except BaseException as error:
-                    _note_failure(error, labels[index], run, warmup, repeat)
-                    raise
-                runs[index].append(clock() - start)
+        record(0, start)
+        for index in schedule():
+            begun = clock()
+            result = fns[index]()
+            if not inspect.isawaitable(result):
+                _refuse_mix(None, labels)
+            try:
+                await result
+            except BaseException as error:
+                failed(error, index)
+                raise
+            record(index, begun)
         return finish(timings())
 
     return measure_async()

@@ -410,3 +410,24 @@ def test_time_machine_missing_says_how_to_install(backend: str, monkeypatch: pyt
         "The 'time-machine' clock backend needs the time-machine package: "
         "`pip install 'harness[time-machine]'`, or use backend='freezegun'."
     )
+
+
+def test_a_stopped_clock_cannot_be_read_or_moved(backend: str) -> None:
+    clock = freeze_time("2024-01-15", backend=backend)
+    with pytest.raises(ClockError) as raised:
+        clock.now()
+    assert (
+        str(raised.value)
+        == "clock.now() needs a running clock: call it inside `with freeze_time(...) as clock:`."
+    )
+
+
+def test_time_machine_inside_plain_freezegun_is_refused(backend: str) -> None:
+    import freezegun
+
+    with freezegun.freeze_time("2024-01-15"), pytest.raises(ClockError) as raised:
+        freeze_time("2030-01-01", backend="time-machine").start()
+    assert str(raised.value) == (
+        "Cannot freeze with time-machine inside a freezegun freeze (time-machine cannot start when freezegun is "
+        "active.). Use backend='freezegun' here, or end the freezegun freeze first."
+    )

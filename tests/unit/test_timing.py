@@ -213,6 +213,8 @@ async def test_query_and_time_budgets_in_one_assertion(db_session: AsyncSession)
 
 
 def test_misuse_is_refused() -> None:
+    with pytest.raises(TimingError, match=r"^factor must be positive, such as 1.5; got 0.$"):
+        Timing("a", (1.0,)).assert_not_slower_than(Timing("b", (1.0,)), factor=0)
     with pytest.raises(TimingError, match="max_queries needs a database to count on: pass bind="):
         assert_completes_within(1, max_queries=3)
     with pytest.raises(TimingError, match=r"positive number of seconds, such as 0.2; got 0"):

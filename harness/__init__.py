@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
+from harness import webhooks as webhooks  # the signers: harness.webhooks.stripe(...)
+from harness.apis import MockApi, MockRoute, RecordedCall, Reply, endpoint
+from harness.client import AppClient, app_client, auth_headers
 from harness.clock import Clock, freeze_time
 from harness.databases import TestDatabase
 from harness.db import (
@@ -15,6 +18,7 @@ from harness.db import (
     rollback_scope,
 )
 from harness.exceptions import (
+    AppError,
     ClockError,
     ConcurrentSessionError,
     DatabaseConfigError,
@@ -23,13 +27,20 @@ from harness.exceptions import (
     HarnessError,
     IsolationError,
     IsolationProbeError,
+    LifespanError,
+    MockApiError,
+    NetworkBlockedError,
+    RouteNotCalledError,
     SchemaError,
     ScopeError,
     TimingError,
+    UnmatchedRequestError,
     UnsafeDatabaseError,
+    WebhookError,
 )
 from harness.factories import Creation, ModelFactory, use_session
-from harness.plugin import register_factory
+from harness.network import NetworkGuard, block_network
+from harness.plugin import register_api, register_factory
 from harness.queries import (
     CapturedQuery,
     QueryLog,
@@ -39,10 +50,13 @@ from harness.queries import (
     capture_queries,
 )
 from harness.timing import Timing, assert_completes_within, assert_not_slower_than, measure
+from harness.webhooks import SignedWebhook
 
 __version__ = version("harness")
 
 __all__ = [  # membership is pinned by tests/test_public_api.py
+    "AppClient",
+    "AppError",
     "CapturedQuery",
     "Clock",
     "ClockError",
@@ -54,28 +68,45 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "HarnessError",
     "IsolationError",
     "IsolationProbeError",
+    "LifespanError",
+    "MockApi",
+    "MockApiError",
+    "MockRoute",
     "ModelFactory",
+    "NetworkBlockedError",
+    "NetworkGuard",
     "QueryLog",
+    "RecordedCall",
+    "Reply",
     "RollbackScope",
+    "RouteNotCalledError",
     "SchemaError",
     "ScopeError",
+    "SignedWebhook",
     "TestDatabase",
     "Timing",
     "TimingError",
+    "UnmatchedRequestError",
     "UnsafeDatabaseError",
+    "WebhookError",
     "__version__",
+    "app_client",
     "assert_completes_within",
     "assert_max_queries",
     "assert_no_n_plus_one",
     "assert_not_slower_than",
     "assert_num_queries",
+    "auth_headers",
     "bind_sessions",
+    "block_network",
     "capture_queries",
     "check_test_database",
     "create_test_engine",
+    "endpoint",
     "freeze_time",
     "measure",
     "probe_isolation",
+    "register_api",
     "register_factory",
     "rollback_scope",
     "use_session",

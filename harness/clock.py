@@ -589,3 +589,26 @@ def freeze_time(
     "time-machine" (needs the package; ~500x cheaper to start and stop).
     """
     return Clock(when, tz=tz, tz_offset=tz_offset, tick=tick, backend=backend)
+
+
+async def wait(seconds: float) -> None:
+    """Let `seconds` pass for the running task: on the harness clock when one runs, else for real.
+
+    Under a running clock the wait costs no real time: the clock (wall and loop) advances by
+    `seconds`, firing the timers due on the way. Inside an `advance()` already under way it is a
+    plain `asyncio.sleep`, which that advance steps to. Used by mocks that answer late.
+    """
+    loop = asyncio.get_running_loop()
+    advancing = isinstance(clock := loop.__dict__.get("time"), _LoopClock) and clock.pinned is not None
+    if _running and not advancing:
+        await _running[-1].advance(seconds)
+    else:
+        await asyncio.sleep(seconds)
+
+
+def wait_sync(seconds: float) -> None:
+    """`wait` for synchronous code: tick the running clock's wall time, or sleep for real."""
+    if _running:
+        _running[-1].tick(seconds)
+    else:
+        time.sleep(seconds)

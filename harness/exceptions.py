@@ -9,6 +9,13 @@ HarnessError
 ├── FactoryError                           a factory cannot create what it was asked to
 ├── ClockError                             a time that cannot be read, a clock used wrongly
 ├── TimingError                            a timing helper used wrongly (budgets fail as AssertionError)
+├── MockApiError (also ValueError)         a mock API or reply declared wrongly: a route twice, a bad Retry-After
+├── UnmatchedRequestError (AssertionError) a request that no declared route of the active mock APIs answers
+├── RouteNotCalledError (AssertionError)   a required route of a mock API that the test never called
+├── NetworkBlockedError                    a connection to a host that is not loopback while the guard is on
+├── WebhookError (also ValueError)         a webhook that cannot be signed: a bad secret, a bad payload
+├── AppError (also TypeError)              an app the app client cannot serve: not ASGI
+│   └── LifespanError                      the app's lifespan start-up or shut-down failed
 └── IsolationError                         code under test escaped the test transaction
     ├── ConcurrentSessionError             sessions overlapped on the shared test connection
     └── IsolationProbeError                the driver leaks committed rows past a rollback
@@ -16,7 +23,10 @@ HarnessError
 
 from __future__ import annotations
 
+from respx.models import AllMockedAssertionError
+
 __all__ = [
+    "AppError",
     "ClockError",
     "ConcurrentSessionError",
     "DatabaseConfigError",
@@ -25,10 +35,16 @@ __all__ = [
     "HarnessError",
     "IsolationError",
     "IsolationProbeError",
+    "LifespanError",
+    "MockApiError",
+    "NetworkBlockedError",
+    "RouteNotCalledError",
     "SchemaError",
     "ScopeError",
     "TimingError",
+    "UnmatchedRequestError",
     "UnsafeDatabaseError",
+    "WebhookError",
 ]
 
 
@@ -66,6 +82,41 @@ class ClockError(HarnessError):
 
 class TimingError(HarnessError):
     """A timing helper was used wrongly: bad repeat counts, an unknown statistic, a bad slack factor."""
+
+
+class MockApiError(HarnessError, ValueError):
+    """A mock API, route or reply declared wrongly: a route declared twice, an invalid Retry-After."""
+
+
+class UnmatchedRequestError(HarnessError, AllMockedAssertionError):
+    """An HTTP request that no route of the active mock APIs answers (or a route asked once too often).
+
+    An ``AssertionError`` (through respx's ``AllMockedAssertionError``), so respx hands the request to
+    the next router before giving up, and a test that swallows it still fails at teardown.
+    """
+
+
+class RouteNotCalledError(HarnessError, AssertionError):
+    """A required route of a mock API was not called (as often as declared) by the end of the test."""
+
+
+class NetworkBlockedError(HarnessError):
+    """Code under test tried to reach a host that is not loopback while the network guard was on.
+
+    Not an ``OSError`` on purpose: retry loops that catch connection errors must not swallow it.
+    """
+
+
+class WebhookError(HarnessError, ValueError):
+    """A webhook cannot be signed: a secret in the wrong format, a payload that is not bytes or JSON."""
+
+
+class AppError(HarnessError, TypeError):
+    """The app client cannot serve this app: it is not an ASGI application."""
+
+
+class LifespanError(AppError):
+    """The app's lifespan start-up failed (or did not finish in time), or its shut-down failed."""
 
 
 class IsolationError(HarnessError):

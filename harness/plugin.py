@@ -23,24 +23,30 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, TypeVar
 
 import factory.random
 import pytest
 import pytest_asyncio
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from harness.apis import MockApi
+from harness.client import AppClient, app_client
 from harness.clock import Clock, freeze_time
 from harness.databases import Schema, TestDatabase, run_sync
 from harness.db import rollback_scope
 from harness.exceptions import ClockError, HarnessError
 from harness.factories import ModelFactory
+from harness.network import NetworkGuard, block_network
 
 F = TypeVar("F", bound=type[ModelFactory[Any]])
+A = TypeVar("A", bound=type[MockApi])
 
 _NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
 _SEED = pytest.StashKey[int]()
+_NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
 {nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_engine and db_session run in the \
@@ -86,6 +92,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "harness_clock_backend", "Backend of the clock fixture: freezegun (default) or time-machine."
     )
+    parser.addini(
+        "harness_block_network",
+        "Refuse connections to hosts other than loopback while tests run (default: true).",
+        type="bool",
+        default=True,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,6 +105,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "clock(when=None, *, tz=None, tz_offset=0, tick=False, backend=None): freeze time for the test at "
         "`when` (a string may end with a zone name); the `clock` fixture, requested for you, is the clock.",
+    )
+    config.addinivalue_line(
+        "markers",
+        "allow_network(*hosts): let the test reach these hosts, IP addresses or CIDR networks; "
+        "without arguments, turn the network guard off for the test.",
     )
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     seed = config.getoption("harness_seed")
@@ -136,6 +153,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     fixture_scope = _fixture_loop_scope(config)
     for item in items:
+        _network_guard(item)  # a bad allow_network entry stops the run before any test
         fixturenames = getattr(item, "fixturenames", None)
         if item.get_closest_marker("clock") and fixturenames is not None and "clock" not in fixturenames:
             fixturenames.insert(0, "clock")  # the marker alone freezes time, before other fixtures run
@@ -148,6 +166,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(
                 _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
             )
+
+
+def _network_guard(item: pytest.Item) -> NetworkGuard | None:
+    marker = item.get_closest_marker("allow_network")
+    if not item.config.getini("harness_block_network") or (marker is not None and not marker.args):
+        return None
+    allowed = [str(host) for host in marker.args] if marker else []
+    url = item.config.getoption("harness_database_url") or item.config.getini("harness_database_url")
+    url = url or os.environ.get("HARNESS_DATABASE_URL")
+    if url and (host := make_url(url).host):
+        allowed.append(host)  # a database server the user allowed (harness_allow_remote_database)
+    try:
+        return block_network(allow=allowed)
+    except ValueError as error:
+        msg = f"{item.nodeid}: @pytest.mark.allow_network: {error}"
+        raise pytest.UsageError(msg) from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    guard = _network_guard(item)
+    if guard is None:
+        return (yield)
+    item.stash[_NETWORK_GUARD] = guard
+    with guard:
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    yield  # a failing test keeps its own error
+    if (guard := item.stash.get(_NETWORK_GUARD, None)) is not None:
+        guard.assert_nothing_blocked()  # what the code under test swallowed
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -244,6 +297,38 @@ def clock(request: pytest.FixtureRequest) -> Iterator[Clock]:
         yield frozen
 
 
+@pytest.fixture
+def harness_app() -> Any:
+    """The ASGI app under test, for `app_client`: override this fixture in conftest.py."""
+    msg = (
+        "app_client needs the app under test: define a `harness_app` fixture in conftest.py that "
+        "returns it (e.g. `return create_app()`)."
+    )
+    raise pytest.UsageError(msg)
+
+
+@pytest.fixture
+def harness_app_bind() -> list[Any]:
+    """The app's async_sessionmakers and session dependencies to bind to `db_session` (override it)."""
+    return []
+
+
+@pytest.fixture
+def _harness_app_session(harness_app_bind: list[Any], request: pytest.FixtureRequest) -> AsyncSession | None:
+    # Only an app with something to bind needs the database (a sync fixture may set db_session up).
+    session: AsyncSession | None = request.getfixturevalue("db_session") if harness_app_bind else None
+    return session
+
+
+@pytest_asyncio.fixture(name="app_client")
+async def app_client_fixture(
+    harness_app: Any, harness_app_bind: list[Any], _harness_app_session: AsyncSession | None
+) -> AsyncIterator[AppClient]:
+    """An httpx.AsyncClient over ASGI for `harness_app`, its lifespan run and sessions bound to `db_session`."""
+    async with app_client(harness_app, session=_harness_app_session, bind=harness_app_bind) as client:
+        yield client
+
+
 def _default_name(config: pytest.Config, url: str | None) -> str | None:
     if url:
         return None  # the URL's database name
@@ -327,3 +412,26 @@ def register_factory(factory_class: F, fixture_name: str | None = None, /, **ove
     module[f"_harness_fixture_{factory_name}"] = factory_fixture
     module[f"_harness_fixture_{name}"] = instance_fixture
     return factory_class
+
+
+def register_api(api_class: A, fixture_name: str | None = None, /) -> A:
+    """Expose a `MockApi` subclass as a pytest fixture: call it in conftest.py.
+
+    ``register_api(SmsApi)`` adds the fixture ``sms_api``: the mock, active for the test, that
+    fails the test at teardown on an unmatched request or a required route left uncalled.
+    Returns the class, so it can decorate it.
+    """
+    candidate: object = api_class  # untyped callers pass anything
+    if not (isinstance(candidate, type) and issubclass(candidate, MockApi)):
+        msg = f"register_api() takes a harness.MockApi subclass, got {api_class!r}."
+        raise TypeError(msg)
+    name = fixture_name or api_class.fixture_name()
+
+    @pytest.fixture(name=name)
+    def api_fixture() -> Iterator[MockApi]:
+        __tracebackhide__ = True
+        with api_class() as api:
+            yield api
+
+    sys._getframe(1).f_globals[f"_harness_fixture_{name}"] = api_fixture
+    return api_class

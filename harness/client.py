@@ -1,0 +1,329 @@
+"""An httpx client for the app under test, over ASGI, with its lifespan and database wired to the test.
+
+    async with app_client(app, session=db_session, bind=[SessionLocal, get_db]) as client:
+        response = await client.post("/api/campaigns", json={...}, headers=auth_headers("token"))
+
+`app_client` runs the app's lifespan (start-up on entry, shut-down on exit, even when the test
+fails), points the app's `async_sessionmaker`s and FastAPI session dependencies at the test's
+rollback scope (what the API writes is visible to the test and gone after it), and restores
+`app.dependency_overrides` and `app.state` on exit. Its requests go straight to the app through
+`httpx.ASGITransport`: they never touch the network, and mock APIs never see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import mimetypes
+import os
+import pathlib
+from base64 import b64encode
+from collections.abc import Iterable, Mapping, MutableMapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from harness.db import bind_sessions
+from harness.exceptions import AppError, LifespanError
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["AppClient", "app_client", "auth_headers"]
+
+_LIFESPAN_TIMEOUT = 30.0
+
+
+def auth_headers(
+    token: str | None = None,
+    *,
+    scheme: str = "Bearer",
+    username: str | None = None,
+    password: str | None = None,
+) -> dict[str, str]:
+    """An `Authorization` header: a bearer token, or HTTP basic auth from a username and password.
+
+    Usage::
+
+        await client.get("/api/me", headers=auth_headers("test-token"))
+        await client.get("/admin", headers=auth_headers(username="admin", password="secret"))
+    """
+    if (token is None) == (username is None):
+        msg = "auth_headers() takes a token, or username= and password=, not both and not neither."
+        raise TypeError(msg)
+    if token is not None:
+        return {"Authorization": f"{scheme} {token}"}
+    credentials = b64encode(f"{username}:{password or ''}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {credentials}"}
+
+
+def _check_asgi(app: Any) -> None:
+    if isinstance(app, type):
+        msg = f"app_client() needs an ASGI app instance, got the class {app.__qualname__}. Pass {app.__qualname__}(...)."
+        raise AppError(msg)
+    call = getattr(app, "__call__", None)  # noqa: B004 - the object, not just callable()
+    if call is None:
+        msg = f"app_client() needs an ASGI app (an async callable taking scope, receive, send), got {app!r}."
+        raise AppError(msg)
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call):
+        parameters = inspect.signature(app).parameters
+        if len(parameters) == 3 or any(p.kind is p.VAR_POSITIONAL for p in parameters.values()):
+            return
+        msg = f"app_client() needs an ASGI 3 app taking (scope, receive, send); {app!r} takes {len(parameters)} argument(s)."
+        raise AppError(msg)
+    parameters = inspect.signature(app).parameters
+    if len(parameters) == 2:
+        msg = (
+            f"{app!r} looks like a WSGI app (environ, start_response). app_client() serves ASGI apps; "
+            "use httpx.Client(transport=httpx.WSGITransport(app=...)) for WSGI."
+        )
+    elif not parameters:
+        msg = f"{app!r} takes no arguments: is it an app factory? Pass the app it returns: app_client({getattr(app, '__name__', 'factory')}())."
+    else:
+        msg = f"app_client() needs an ASGI app (an async callable taking scope, receive, send), got {app!r}."
+    raise AppError(msg)
+
+
+class _Lifespan:
+    """Runs an ASGI app's lifespan protocol: start-up on enter, shut-down on exit."""
+
+    def __init__(self, app: Any, timeout: float, required: bool) -> None:
+        self.app, self.timeout, self.required = app, timeout, required
+        self.state: dict[str, Any] = {}
+        self.supported = True
+        self._receive: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._send: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        await self.app(scope, self._receive.get, self._send.put)
+
+    async def _wait_for(self, stage: str) -> None:
+        assert self._task is not None
+        message_wait = asyncio.ensure_future(self._send.get())
+        try:
+            done, _ = await asyncio.wait(
+                {message_wait, self._task}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not message_wait.done():
+                message_wait.cancel()
+        if message_wait in done:
+            message = message_wait.result()
+            if message["type"] == f"lifespan.{stage}.complete":
+                return
+            if message["type"] == f"lifespan.{stage}.failed":
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self._task, 1.0)  # Starlette re-raises the error after "failed"
+                cause = self._task.exception() if self._task.done() and not self._task.cancelled() else None
+                msg = (
+                    f"The app's lifespan {stage} failed: {cause!r}."
+                    if cause
+                    else f"The app's lifespan {stage} failed: {message.get('message') or 'no message'}."
+                )
+                raise LifespanError(msg) from cause
+            msg = f"The app sent {message['type']!r} during lifespan {stage}; expected lifespan.{stage}.complete."
+            raise LifespanError(msg)
+        if self._task in done:
+            error = self._task.exception()
+            if stage == "startup" and not self.required:
+                self.supported = False  # ASGI: an app that raises on the lifespan scope does not support it
+                return
+            msg = (
+                f"The app's lifespan {stage} failed: {error!r}."
+                if error
+                else f"The app's lifespan ended during {stage}."
+            )
+            raise LifespanError(msg) from error
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
+        msg = (
+            f"The app's lifespan {stage} did not finish within {self.timeout:g}s. Find what it waits for, "
+            "or raise the limit: app_client(app, lifespan_timeout=...)."
+        )
+        raise LifespanError(msg)
+
+    async def startup(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+        await self._receive.put({"type": "lifespan.startup"})
+        await self._wait_for("startup")
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None:
+            return
+        await self._receive.put({"type": "lifespan.shutdown"})
+        await self._wait_for("shutdown")
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(self._task, self.timeout)
+
+
+def _state_dict(app: Any) -> MutableMapping[str, Any] | None:
+    state = getattr(app, "state", None)
+    inner = getattr(state, "_state", None)  # Starlette's State keeps its attributes here
+    if isinstance(inner, dict):
+        return inner
+    return state if isinstance(state, MutableMapping) else None
+
+
+def _restore(mapping: MutableMapping[str, Any], saved: dict[str, Any]) -> None:
+    mapping.clear()
+    mapping.update(saved)
+
+
+class AppClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` for an ASGI app, entered with `async with` (made by `app_client()`).
+
+    On entry it binds the app's session factories to `session`'s rollback scope, remembers
+    `app.dependency_overrides` and `app.state`, and runs the lifespan start-up; on exit it runs the
+    shut-down (even when the test failed) and restores all of it.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        session: AsyncSession | None = None,
+        bind: Iterable[Any] = (),
+        lifespan: bool | None = None,
+        lifespan_timeout: float = _LIFESPAN_TIMEOUT,
+        raise_app_exceptions: bool = True,
+        base_url: str = "http://testserver",
+        **client_options: Any,
+    ) -> None:
+        _check_asgi(app)
+        bind = list(bind)
+        if bind and session is None:
+            msg = "app_client(bind=...) needs session=<the test's AsyncSession> (db_session) to bind them to."
+            raise TypeError(msg)
+        self.app = app
+        self._session = session
+        self._sessionmakers = [item for item in bind if isinstance(item, async_sessionmaker)]
+        self._dependencies = [item for item in bind if not isinstance(item, async_sessionmaker)]
+        for dependency in self._dependencies:
+            if not callable(dependency):
+                msg = f"app_client(bind=...) takes async_sessionmakers and dependency functions, got {dependency!r}."
+                raise TypeError(msg)
+        self._lifespan = (
+            _Lifespan(app, lifespan_timeout, required=lifespan is True) if lifespan is not False else None
+        )
+        self._exit_stack = contextlib.ExitStack()
+        transport = httpx.ASGITransport(
+            app=self._with_lifespan_state, raise_app_exceptions=raise_app_exceptions
+        )
+        super().__init__(transport=transport, base_url=base_url, **client_options)
+
+    async def _with_lifespan_state(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if self._lifespan is not None and self._lifespan.state:
+            scope = {**scope, "state": dict(self._lifespan.state)}  # a copy per request, as servers do
+        await self.app(scope, receive, send)
+
+    async def __aenter__(self) -> Self:
+        stack = self._exit_stack
+        if self._session is not None and (self._sessionmakers or self._dependencies):
+            stack.enter_context(
+                bind_sessions(
+                    self._session, *self._sessionmakers, app=self.app, dependencies=self._dependencies
+                )
+            )
+        overrides = getattr(self.app, "dependency_overrides", None)
+        if isinstance(overrides, dict):
+            saved_overrides = dict(overrides)
+            stack.callback(_restore, overrides, saved_overrides)
+        if (state := _state_dict(self.app)) is not None:
+            saved_state = dict(state)
+            stack.callback(_restore, state, saved_state)
+        try:
+            if self._lifespan is not None:
+                await self._lifespan.startup()
+            await super().__aenter__()
+        except BaseException:
+            stack.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+            if self._lifespan is not None:
+                try:
+                    await self._lifespan.shutdown()
+                except LifespanError as error:
+                    if exc is None:
+                        raise
+                    exc.add_note(f"(and then: {error})")
+        finally:
+            self._exit_stack.close()
+
+    async def upload(
+        self,
+        url: str,
+        content: bytes | str | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        field: str = "file",
+        content_type: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        **request_options: Any,
+    ) -> httpx.Response:
+        """POST one file as `multipart/form-data` (plus form fields in `data`).
+
+        `content` is bytes, text, or a path to read; the content type is guessed from the file name.
+
+        Usage::
+
+            await client.upload("/api/contacts/import", csv_text, filename="contacts.csv", data={"campaign_id": 1})
+        """
+        if isinstance(content, os.PathLike):
+            filename = filename or os.path.basename(os.fspath(content))
+            body = await asyncio.to_thread(pathlib.Path(content).read_bytes)
+        else:
+            body = content.encode() if isinstance(content, str) else content
+        filename = filename or "upload.bin"
+        content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        files = {field: (filename, body, content_type)}
+        return await self.post(url, files=files, data=dict(data or {}), **request_options)
+
+
+def app_client(
+    app: Any,
+    *,
+    session: AsyncSession | None = None,
+    bind: Iterable[Any] = (),
+    lifespan: bool | None = None,
+    lifespan_timeout: float = _LIFESPAN_TIMEOUT,
+    raise_app_exceptions: bool = True,
+    base_url: str = "http://testserver",
+    **client_options: Any,
+) -> AppClient:
+    """An `AppClient` for an ASGI app (FastAPI, Starlette, Litestar), to enter with `async with`.
+
+    `bind` lists the app's `async_sessionmaker`s and FastAPI session dependencies to point at
+    `session`'s rollback scope. `lifespan` None runs it if the app supports it, True requires it,
+    False skips it. `raise_app_exceptions=False` turns an unhandled app error into the 500
+    response a server would send, for tests of error handling.
+
+    Usage::
+
+        async with app_client(app, session=db_session, bind=[get_db]) as client:
+            response = await client.get("/api/campaigns/1")
+    """
+    return AppClient(
+        app,
+        session=session,
+        bind=bind,
+        lifespan=lifespan,
+        lifespan_timeout=lifespan_timeout,
+        raise_app_exceptions=raise_app_exceptions,
+        base_url=base_url,
+        **client_options,
+    )

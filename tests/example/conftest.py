@@ -1,19 +1,21 @@
-"""A user's conftest.py: point harness at the models and bind the app's sessions to each test."""
+"""A user's conftest.py: point harness at the models and the app, bind the app's sessions, declare mocks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-import httpx
 import pytest
 from app import service
 from app.api import app, get_db
 from app.models import Base, Campaign
 from factories import CampaignFactory, ContactFactory
+from fastapi import FastAPI
+from mocks import OpenPhoneApi
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harness import bind_sessions, register_factory
+from harness import AppClient, bind_sessions, register_api, register_factory
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +31,23 @@ def app_bound(db_session: AsyncSession) -> Iterator[None]:
 
 
 @pytest.fixture
-async def client(app_bound: None) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        yield client
+def harness_app() -> FastAPI:
+    return app
+
+
+@pytest.fixture
+def harness_app_bind() -> list[Any]:
+    """What app_client points at the test's rollback scope: the service's sessionmaker and get_db."""
+    return [service.SessionLocal, get_db]
+
+
+@pytest.fixture
+def client(app_client: AppClient) -> AppClient:
+    """The seeds call it `client`."""
+    return app_client
+
+
+register_api(OpenPhoneApi)  # the open_phone_api fixture
 
 
 register_factory(ContactFactory)  # contact_factory and contact fixtures

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Campaign
+from app.models import Campaign, Message
 from app.service import SessionLocal
+
+# The provider signs its webhooks the Standard Webhooks way (webhook-id/-timestamp/-signature).
+WEBHOOK_SECRET = os.environ.get(
+    "SMS_WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"example-webhook-secret").decode()
+)
+WEBHOOK_TOLERANCE_SECONDS = 300
 
 app = FastAPI()
 
@@ -43,3 +55,31 @@ async def get_campaign(campaign_id: int, db: Annotated[AsyncSession, Depends(get
     if campaign is None:
         raise HTTPException(status_code=404, detail="campaign not found")
     return {"id": campaign.id, "name": campaign.name, "daily_limit": campaign.daily_limit}
+
+
+def _signature_is_valid(body: bytes, headers: dict[str, str]) -> bool:
+    msg_id, timestamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > WEBHOOK_TOLERANCE_SECONDS:
+        return False
+    key = base64.b64decode(WEBHOOK_SECRET.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    offered = [part.split(",", 1)[1] for part in headers.get("webhook-signature", "").split() if "," in part]
+    return any(hmac.compare_digest(expected, candidate) for candidate in offered)
+
+
+@app.post("/api/webhooks/sms")
+async def receive_sms(request: Request, db: Annotated[AsyncSession, Depends(get_db)]) -> dict[str, str]:
+    """Store an inbound message; refuse a bad signature or a stale timestamp."""
+    body = await request.body()
+    if not _signature_is_valid(body, dict(request.headers)):
+        raise HTTPException(status_code=401, detail="invalid webhook signature")
+    event = json.loads(body)
+    data = event["data"]
+    db.add(
+        Message(
+            external_id=data["messageId"], from_number=data["from"], to_number=data["to"], body=data["body"]
+        )
+    )
+    await db.commit()
+    return {"status": "stored"}

@@ -47,3 +47,15 @@ class CampaignSend(Base):
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(default=datetime.now)
     campaign: Mapped[Campaign] = relationship(back_populates="sends")
+
+
+class Message(Base):
+    """An inbound SMS, stored from the SMS provider's webhook."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    from_number: Mapped[str] = mapped_column(String(20))
+    to_number: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(String(1600))

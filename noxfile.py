@@ -119,5 +119,5 @@ def bench(session: nox.Session) -> None:
             session.run(
                 "python", os.path.join("bench", script), "--postgres-url", database_url(url), *session.posargs
             )
-    for script in ("bench_clock.py", "bench_timing.py"):  # no database
+    for script in ("bench_clock.py", "bench_timing.py", "bench_http.py"):  # no database
         session.run("python", os.path.join("bench", script), *session.posargs)

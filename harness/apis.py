@@ -28,6 +28,7 @@ rate-limit (`Reply.rate_limited(retry_after=...)`) and move the API's scenario `
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import difflib
 import email.utils
@@ -154,6 +155,7 @@ class Reply:
         self._json, self._text, self._content = json, text, content
         self._error: Callable[[httpx.Request], Exception] | None = None
         self._truncate_at: float | None = None
+        self._retry_after_date: float | None = None
 
     def __repr__(self) -> str:
         if self._error is not None:
@@ -189,12 +191,11 @@ class Reply:
                 f"Retry-After is a whole number of seconds >= 0 (RFC 9110), got {retry_after!r}. "
                 "Round it, or pass a datetime for the HTTP-date form.",
             )
-            if http_date:
-                at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)  # the harness clock, if frozen
-                value = email.utils.format_datetime(at, usegmt=True)
-            else:
-                value = str(int(seconds))
-        return cls(429, json=json, headers={**(headers or {}), "Retry-After": value})
+            value = str(int(seconds))
+        reply = cls(429, json=json, headers={**(headers or {}), "Retry-After": value})
+        if http_date and not isinstance(retry_after, dt.datetime):
+            reply._retry_after_date = float(value)  # the date is read off the clock when the reply is sent
+        return reply
 
     @classmethod
     def connect_error(cls) -> Reply:
@@ -220,13 +221,7 @@ class Reply:
         """Raise `error` (an instance, or an httpx error class built with the request) instead of answering."""
         if isinstance(error, type):
             error_class = error
-            return cls._failing(
-                lambda request: (
-                    error_class("Mock error", request=request)
-                    if issubclass(error_class, httpx.RequestError)
-                    else error_class()
-                )
-            )
+            return cls._failing(lambda request: _build_error(error_class, request))
         _check(isinstance(error, Exception), f"Reply.raises() takes an exception, got {error!r}.")
         return cls._failing(lambda _request: error)
 
@@ -263,11 +258,15 @@ class Reply:
         """The httpx response this reply gives to `request` (raises the reply's error, if any)."""
         if self._error is not None:
             raise self._error(request)
+        headers = self.headers
+        if self._retry_after_date is not None:  # read off the harness clock when sent
+            at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._retry_after_date)
+            headers = {**headers, "Retry-After": email.utils.format_datetime(at, usegmt=True)}
         if self._json is not _MISSING:
-            response = httpx.Response(self.status, headers=self.headers, json=self._json, request=request)
+            response = httpx.Response(self.status, headers=headers, json=self._json, request=request)
         else:
             response = httpx.Response(
-                self.status, headers=self.headers, text=self._text, content=self._content, request=request
+                self.status, headers=headers, text=self._text, content=self._content, request=request
             )
         if self._truncate_at is not None:
             body = response.content
@@ -281,6 +280,18 @@ class Reply:
         if self.delay:
             response.extensions[_DELAY] = self.delay
         return response
+
+
+def _build_error(error_class: type[Exception], request: httpx.Request) -> Exception:
+    """An exception of `error_class`, built the way httpx (or httpx2) builds its own when it can."""
+    builder: Callable[..., Exception] = error_class
+    for args, kwargs in ((("Mock error",), {"request": request}), (("Mock error",), {}), ((), {})):
+        try:
+            return builder(*args, **kwargs)
+        except TypeError:
+            continue
+    msg = f"Reply.raises() cannot build {error_class.__name__}; pass an instance instead."
+    raise MockApiError(msg)
 
 
 def _check_retry_after(value: str) -> None:
@@ -302,23 +313,32 @@ def _parse_http_date(value: str) -> dt.datetime | None:
 
 def _replies(args: Sequence[int | Reply], kwargs: dict[str, Any], declared: Reply) -> list[Reply]:
     """Replies from respond()'s arguments; a bare status equal to the declared one is the declared reply."""
-    if args and kwargs:
-        msg = "Pass either replies (respond(503, Reply(201, json=...))) or one reply's fields (respond(201, json=...)), not both."
-        if len(args) == 1 and isinstance(args[0], int):
-            return [Reply(args[0], **kwargs)]
-        raise MockApiError(msg)
-    if not args:
-        return [Reply(**kwargs)]
-    replies = []
-    for arg in args:
-        if isinstance(arg, bool) or not isinstance(arg, int | Reply):
-            msg = f"A reply is a status code or a harness.Reply, got {arg!r}."
+    if args and not (len(args) == 1 and isinstance(args[0], int) and kwargs):
+        if kwargs:
+            msg = "Pass either replies (respond(503, Reply(201, json=...))) or one reply's fields (respond(201, json=...)), not both."
             raise MockApiError(msg)
-        if isinstance(arg, Reply):
-            replies.append(arg)
-        else:
-            replies.append(declared if arg == declared.status else Reply(arg))
-    return replies
+        return [_reply(arg, declared) for arg in args]
+    status = cast(int, args[0]) if args else declared.status
+    if status != declared.status:
+        return [Reply(status, **kwargs)]
+    # The declared reply, with the fields given replaced (a new body replaces the declared one).
+    fields: dict[str, Any] = {
+        "headers": declared.headers,
+        "delay": declared.delay,
+        "moves_to": declared.moves_to,
+    }
+    if not {"json", "text", "content"} & kwargs.keys():
+        fields.update(json=declared._json, text=declared._text, content=declared._content)
+    return [Reply(status, **{**fields, **kwargs})]
+
+
+def _reply(arg: int | Reply, declared: Reply) -> Reply:
+    if isinstance(arg, Reply):
+        return arg
+    if isinstance(arg, bool) or not isinstance(arg, int):
+        msg = f"A reply is a status code or a harness.Reply, got {arg!r}."
+        raise MockApiError(msg)
+    return declared if arg == declared.status else Reply(arg)
 
 
 # -- declaring routes ------------------------------------------------------------------------------
@@ -595,7 +615,7 @@ class MockRoute:
         return self.times(1)
 
     def optional(self) -> Self:
-        """Let the test end without calling this route (`times()` still caps the calls)."""
+        """Let the test end without calling this route as often as declared (`times()` then only caps the calls)."""
         self.required = False
         return self
 
@@ -606,7 +626,8 @@ class MockRoute:
             error = UnmatchedRequestError(
                 f"{self.name} was called more often than expected: this is call {self.call_count + 1}, "
                 f"and times({self.expected_times}) was declared.\n{_describe_request(request)}\n"
-                f"Raise the count with {self.name}.times({self.call_count + 1}), or find the extra call."
+                f"Raise the count with {self.api.fixture_name()}.{self.endpoint.name}.times({self.call_count + 1}), "
+                "or find the extra call."
             )
             self.api._failures.append(error)
             raise error
@@ -724,7 +745,7 @@ class MockRoute:
         return M(**lookups)
 
     def _unfulfilled(self) -> str | None:
-        if self.expected_times is not None and self.call_count < self.expected_times:
+        if self.required and self.expected_times is not None and self.call_count < self.expected_times:
             return f"{self.name}: {self.describe()} called {self.call_count} time(s), expected {self.expected_times}"
         if self.required and not self.called:
             return f"{self.name}: {self.describe()} was never called"
@@ -871,6 +892,8 @@ class MockApi:
             raise MockApiError(msg)
         self.state = _INITIAL_STATE
         self._failures.clear()
+        for route in self._routes.values():
+            route._given.clear()  # sequences start over with the calls
         _ROUTER.activate(self)
         self._active = True
         return self
@@ -1067,6 +1090,27 @@ def _late(request: httpx.Request, delay: float) -> tuple[float, httpx.ReadTimeou
     return delay, None
 
 
+_SYNC_REQUEST = contextvars.ContextVar("harness_sync_request", default=False)
+
+
+class _AsgiFake(respx.ASGIHandler):
+    """respx's ASGI handler, which serves async clients only: a sync request gets a clear error."""
+
+    def __init__(self, api: MockApi) -> None:
+        super().__init__(api.app)
+        self.api_name = type(api).__name__
+
+    def __call__(self, request: httpx.Request) -> Any:
+        if _SYNC_REQUEST.get():
+            msg = (
+                f"{self.api_name} is served by an ASGI app, which answers async clients only; "
+                f"{request.method} {request.url} came from a sync client. Use httpx.AsyncClient, "
+                f"or declare the route with endpoint()."
+            )
+            raise MockApiError(msg)
+        return super().__call__(request)
+
+
 class _DeclaredRoute(respx.Route):
     """A respx route answered by a MockRoute, called directly (respx inspects a side effect's
     signature on every call, which cost a fifth of a mocked request)."""
@@ -1113,7 +1157,7 @@ class _Router(respx.MockRouter):
                     ),
                     name=name,
                 )
-                api._app_route.side_effect = respx.ASGIHandler(api.app)
+                api._app_route.side_effect = _AsgiFake(api)
                 added.append(name)
         except BaseException:
             for name in added:
@@ -1140,12 +1184,15 @@ class _Router(respx.MockRouter):
     # respx calls these for every request while the router is registered
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        token = _SYNC_REQUEST.set(True)
         try:
             response = super().handler(request)
         except UnmatchedRequestError:
             raise
         except respx.models.AllMockedAssertionError:
             raise self._unmatched(request) from None
+        finally:
+            _SYNC_REQUEST.reset(token)
         if (delay := response.extensions.get(_DELAY)) is not None:
             wait, timed_out = _late(request, delay)
             clock.wait_sync(wait)
@@ -1169,12 +1216,16 @@ class _Router(respx.MockRouter):
 
     def _unmatched(self, request: httpx.Request) -> Exception:
         host = request.url.host
-        if _is_loopback(host) and not any(httpx.URL(api.base_url).host == host for api in self.apis):
+        owner = next((api for api in reversed(self.apis) if httpx.URL(api.base_url).host == host), None)
+        # Another respx router (a plain respx.mock) may still answer: leave the request to respx.
+        shared = any(self in mocker.routers and len(mocker.routers) > 1 for mocker in _MOCKERS)
+        if _is_loopback(host) and owner is None and not shared:
             return PassThrough(
                 "loopback is not an external API", request=request, origin=cast("respx.Route", None)
             )
         error = UnmatchedRequestError(_unmatched_message(request, self.apis))
-        self.apis[-1]._failures.append(error)
+        if not shared:
+            (owner or self.apis[-1])._failures.append(error)
         return error
 
 
@@ -1239,7 +1290,15 @@ def _unmatched_message(request: httpx.Request, apis: Sequence[MockApi]) -> str:
         for _score, differences, route in candidates[:_NEAREST]:
             lines.append(f"- {route.name} ({route.describe()}): {'; '.join(differences)}")
         lines.append("")
-    host_api = next((api for api in reversed(apis) if httpx.URL(api.base_url).host == request.url.host), None)
+    host_api = next(
+        (
+            api
+            for api in reversed(apis)
+            if httpx.URL(api.base_url).host == request.url.host
+            and request.url.path.startswith(httpx.URL(api.base_url).path.rstrip("/") + "/")
+        ),
+        None,
+    )
     body = "json={}" if "json" in request.headers.get("content-type", "") else "text=''"
     if host_api is not None:
         base_path = httpx.URL(host_api.base_url).path.rstrip("/")

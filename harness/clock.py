@@ -298,11 +298,12 @@ class _LoopClock:
     timers scheduled on the advanced clock would fire late by the lead.
     """
 
-    __slots__ = ("lead", "pinned")
+    __slots__ = ("advancing", "lead", "pinned")
 
     def __init__(self) -> None:
         self.lead = 0.0
         self.pinned: float | None = None
+        self.advancing: asyncio.Future[None] | None = None  # set while an advance() runs
 
     def __call__(self) -> float:
         return self.pinned if self.pinned is not None else RealClock.monotonic() + self.lead
@@ -446,6 +447,19 @@ class Clock:
         self, loop: asyncio.BaseEventLoop, loop_clock: _LoopClock, seconds: float
     ) -> dt.datetime:
         impl = cast("_Backend", self._impl)
+        if loop_clock.advancing is not None:
+            msg = "clock.advance() is already running in another task; await that one instead of starting a second."
+            raise ClockError(msg)
+        loop_clock.advancing = loop.create_future()
+        try:
+            return await self._step(loop, loop_clock, impl, seconds)
+        finally:
+            loop_clock.advancing.set_result(None)
+            loop_clock.advancing = None
+
+    async def _step(
+        self, loop: asyncio.BaseEventLoop, loop_clock: _LoopClock, impl: _Backend, seconds: float
+    ) -> dt.datetime:
         await _settle(loop)  # let tasks reach their sleeps before the time moves
         origin = loop_clock.pinned = loop_clock()
         moved = 0.0  # how far the wall clock has gone: it follows the timers' own times
@@ -591,6 +605,10 @@ def freeze_time(
     return Clock(when, tz=tz, tz_offset=tz_offset, tick=tick, backend=backend)
 
 
+def _advance_under_way(loop_clock: _LoopClock) -> asyncio.Future[None] | None:
+    return loop_clock.advancing  # read afresh each time: another task sets and clears it
+
+
 async def wait(seconds: float) -> None:
     """Let `seconds` pass for the running task: on the harness clock when one runs, else for real.
 
@@ -599,11 +617,24 @@ async def wait(seconds: float) -> None:
     plain `asyncio.sleep`, which that advance steps to. Used by mocks that answer late.
     """
     loop = asyncio.get_running_loop()
-    advancing = isinstance(clock := loop.__dict__.get("time"), _LoopClock) and clock.pinned is not None
-    if _running and not advancing:
-        await _running[-1].advance(seconds)
-    else:
+    if not _running:
         await asyncio.sleep(seconds)
+        return
+    loop_clock = _loop_clock(loop)
+    if loop_clock.advancing is None:
+        await _running[-1].advance(seconds)
+        return
+    deadline = loop_clock() + seconds
+    while (advancing := _advance_under_way(loop_clock)) is not None:
+        # Another task's advance() steps to our timer if its window reaches it; if not, the
+        # rest of the wait is ours to advance once that one ends (never two at once).
+        sleeping = asyncio.ensure_future(asyncio.sleep(max(0.0, deadline - loop_clock())))
+        await asyncio.wait({sleeping, advancing}, return_when=asyncio.FIRST_COMPLETED)
+        if sleeping.done():
+            return
+        sleeping.cancel()
+    if (left := deadline - loop_clock()) > 0:
+        await _running[-1].advance(left)
 
 
 def wait_sync(seconds: float) -> None:

@@ -47,6 +47,7 @@ A = TypeVar("A", bound=type[MockApi])
 _NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
 _SEED = pytest.StashKey[int]()
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
+_CALL_FAILED = pytest.StashKey[bool]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
 {nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_engine and db_session run in the \
@@ -201,6 +202,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     yield  # a failing test keeps its own error
     if (guard := item.stash.get(_NETWORK_GUARD, None)) is not None:
         guard.assert_nothing_blocked()  # what the code under test swallowed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed  # a failed test's own error wins over mock checks
+    return report
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -428,10 +437,11 @@ def register_api(api_class: A, fixture_name: str | None = None, /) -> A:
     name = fixture_name or api_class.fixture_name()
 
     @pytest.fixture(name=name)
-    def api_fixture() -> Iterator[MockApi]:
+    def api_fixture(request: pytest.FixtureRequest) -> Iterator[MockApi]:
         __tracebackhide__ = True
-        with api_class() as api:
-            yield api
+        api = api_class().start()
+        yield api
+        api.stop(check=not request.node.stash.get(_CALL_FAILED, False))
 
     sys._getframe(1).f_globals[f"_harness_fixture_{name}"] = api_fixture
     return api_class

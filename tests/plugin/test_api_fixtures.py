@@ -189,3 +189,17 @@ def test_app_client_without_an_app_says_how_to_give_one(harness_pytester: pytest
             "conftest.py that returns it (e.g. `return create_app()`).",
         ]
     )
+
+
+def test_a_failing_test_is_reported_once_not_again_by_the_mock(harness_pytester: pytest.Pytester) -> None:
+    """The test's own failure wins: no teardown error for the route it did not reach."""
+    harness_pytester.makeconftest(API_CONFTEST)
+    harness_pytester.makepyfile(
+        """
+        def test_fails_first(sms_api):
+            sms_api.send_message.respond(201)
+            assert 1 == 2
+        """
+    )
+    result = harness_pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1, errors=0)

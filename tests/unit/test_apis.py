@@ -580,3 +580,92 @@ async def test_no_request_is_mocked_once_every_mock_has_exited() -> None:
     assert patched[0] is not originals[0]
     assert patched[1] is not originals[1]
     assert after == originals
+
+
+# -- found in review -------------------------------------------------------------------------------
+
+
+async def test_a_late_reply_inside_the_tests_own_advance_joins_it() -> None:
+    """A delay that starts while the test advances the clock rides that advance: no second one, no real wait."""
+    async with SmsApi() as sms, httpx.AsyncClient(timeout=10) as client:
+        sms.send_message.respond(Reply(201, delay=2))
+        with freeze_time("2024-01-15 12:00:00") as clock:
+            sending = asyncio.create_task(send(client))
+            await clock.advance(seconds=30)
+            assert sending.done()
+            assert (await sending).status_code == 201
+            assert clock.now().isoformat() == "2024-01-15T12:00:30+00:00"
+
+
+async def test_keywords_keep_the_declared_reply_and_sequences_restart_on_entry() -> None:
+    """respond(202, moves_to=...) keeps the declared body; a re-entered mock starts its sequence over."""
+    sms = SmsApi()
+    async with sms, httpx.AsyncClient() as client:
+        sms.send_message.respond(201, moves_to="queued")
+        assert (await send(client)).json() == {"id": "msg_1", "status": "sent"}
+        sms.send_message.respond(503, 201)
+        await send(client)
+    async with sms, httpx.AsyncClient() as client:
+        assert (await send(client)).status_code == 503
+
+
+async def test_an_optional_route_with_times_only_caps_the_calls() -> None:
+    """times(2).optional() may go uncalled."""
+    async with SmsApi() as sms:
+        sms.send_message.times(2).optional()
+
+
+def test_an_unmatched_request_is_charged_to_the_mock_of_its_host() -> None:
+    """With two mocks active, the one whose host was asked reports it."""
+
+    class Billing(MockApi):
+        base_url = "https://billing.test"
+        invoices = endpoint("GET", "/invoices")
+
+    sms, billing = SmsApi().start(), Billing().start()
+    try:
+        with pytest.raises(UnmatchedRequestError):
+            httpx.get("https://api.sms.test/v1/nope")
+        assert (len(sms.unmatched), len(billing.unmatched)) == (1, 0)
+    finally:
+        billing.stop()
+        sms.stop(check=False)
+
+
+async def test_a_plain_respx_mock_beside_a_harness_mock_answers_its_own_routes() -> None:
+    """respx hands the request on; the harness mock does not count it as unmatched."""
+    import respx
+
+    async with SmsApi() as sms, httpx.AsyncClient() as client:
+        with respx.mock(assert_all_called=False) as other:
+            other.get("https://other.test/y").respond(200, json={"other": True})
+            assert (await client.get("https://other.test/y")).json() == {"other": True}
+        assert sms.unmatched == []
+
+
+def test_an_asgi_fake_tells_a_sync_client_to_go_async() -> None:
+    """respx's ASGI handler is async-only: a sync request gets a MockApiError, not a bare assert."""
+
+    class Fake(MockApi):
+        base_url = "https://fake.test"
+        app = Starlette(routes=[])
+
+    with Fake(), httpx.Client() as client, pytest.raises(MockApiError, match="answers async clients only"):
+        client.get("https://fake.test/x")
+
+
+async def test_an_http_date_retry_after_is_read_off_the_clock_when_sent() -> None:
+    """The date is 30 s after the moment of the reply, not of its declaration."""
+    reply = Reply.rate_limited(retry_after=30, http_date=True)
+    with freeze_time("2024-01-15 12:00:00") as clock:
+        clock.tick(60)
+        answer = reply.response(httpx.Request("GET", URL))
+    assert answer.headers["Retry-After"] == "Mon, 15 Jan 2024 12:01:30 GMT"
+
+
+async def test_raises_builds_httpx2_errors_too() -> None:
+    """Reply.raises(httpx2.ConnectTimeout) raises it, message and all."""
+    async with SmsApi() as sms, httpx2.AsyncClient() as client:
+        sms.send_message.respond(Reply.raises(httpx2.ConnectTimeout))
+        with pytest.raises(httpx2.ConnectTimeout):
+            await client.post(URL, json={})

@@ -34,7 +34,6 @@ import difflib
 import email.utils
 import functools
 import inspect
-import ipaddress
 import json as jsonlib
 import math
 import pprint
@@ -51,6 +50,7 @@ from respx.patterns import M, Pattern
 
 from harness import clock
 from harness.exceptions import MockApiError, RouteNotCalledError, UnmatchedRequestError
+from harness.network import is_loopback_host
 
 if TYPE_CHECKING:
     from typing import Self
@@ -1060,15 +1060,6 @@ else:  # pragma: no cover
     _MOCKERS = (HTTPCoreMocker,)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _read_timeout(request: httpx.Request) -> float | None:
     timeout = request.extensions.get("timeout") or {}
     read = timeout.get("read")
@@ -1219,7 +1210,7 @@ class _Router(respx.MockRouter):
         owner = next((api for api in reversed(self.apis) if httpx.URL(api.base_url).host == host), None)
         # Another respx router (a plain respx.mock) may still answer: leave the request to respx.
         shared = any(self in mocker.routers and len(mocker.routers) > 1 for mocker in _MOCKERS)
-        if _is_loopback(host) and owner is None and not shared:
+        if is_loopback_host(host) and owner is None and not shared:
             return PassThrough(
                 "loopback is not an external API", request=request, origin=cast("respx.Route", None)
             )

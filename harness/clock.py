@@ -460,10 +460,12 @@ class Clock:
     async def _step(
         self, loop: asyncio.BaseEventLoop, loop_clock: _LoopClock, impl: _Backend, seconds: float
     ) -> dt.datetime:
-        await _settle(loop)  # let tasks reach their sleeps before the time moves
+        # Pinned before the tasks settle: a sleep they start now is due exactly `delay` after the
+        # origin, not after it plus the real time the settling took (under load, over a millisecond).
         origin = loop_clock.pinned = loop_clock()
         moved = 0.0  # how far the wall clock has gone: it follows the timers' own times
         try:
+            await _settle(loop)  # let tasks reach their sleeps before the time moves
             while (due := _next_timer(loop)) is not None and due <= origin + seconds:
                 loop_clock.pinned = max(loop_clock.pinned, due)
                 # A sleep begun just before advance() is due a few microseconds early by the loop

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import re
 import sys
@@ -50,6 +49,7 @@ from harness.exceptions import (
     ScopeError,
     UnsafeDatabaseError,
 )
+from harness.network import is_loopback_ip
 
 __all__ = [
     "RollbackScope",
@@ -146,12 +146,10 @@ def is_memory(url: URL) -> bool:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.startswith("/"):  # a Unix socket directory is local too
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    # Stricter than the network guard on names: a database host is `localhost` or an address.
+    return (
+        host == "localhost" or host.startswith("/") or is_loopback_ip(host)
+    )  # "/…": a Unix socket directory
 
 
 def check_test_database(url: str | URL, *, allow_remote: bool = False) -> URL:

@@ -255,11 +255,22 @@ def _is_loopback(address: _Address) -> bool:
     return address.is_loopback
 
 
+def is_loopback_ip(host: str) -> bool:
+    """Whether `host` is a loopback IP address (brackets of a URL's IPv6 host allowed)."""
+    address = _ip(host.strip("[]"))
+    return address is not None and _is_loopback(address)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` is always local: a loopback IP address, `localhost` or a `*.localhost` name."""
+    name = _name(host)
+    return name == "localhost" or name.endswith(".localhost") or is_loopback_ip(host)
+
+
 def _allowed(guards: tuple[NetworkGuard, ...], host: str, *, lookup: bool) -> bool:
     address = _ip(host)
     if address is None:
-        name = _name(host)
-        return name == "localhost" or name.endswith(".localhost") or any(name in g._names for g in guards)
+        return is_loopback_host(host) or any(_name(host) in g._names for g in guards)
     if _is_loopback(address) or (lookup and address.is_unspecified):
         return True
     return any(guard._admits(address) for guard in guards)

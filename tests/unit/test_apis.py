@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import math
 
@@ -669,3 +670,78 @@ async def test_raises_builds_httpx2_errors_too() -> None:
         sms.send_message.respond(Reply.raises(httpx2.ConnectTimeout))
         with pytest.raises(httpx2.ConnectTimeout):
             await client.post(URL, json={})
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: Reply(delay=-1),
+            "A reply's delay is a number of seconds >= 0 (math.inf never answers), got -1.",
+        ),
+        (
+            lambda: Reply.rate_limited(retry_after=dt.datetime(2024, 1, 15, 12)),
+            "Retry-After as a date needs an aware datetime, got naive datetime.datetime(2024, 1, 15, 12, 0). "
+            "Add tzinfo=datetime.UTC.",
+        ),
+        (
+            lambda: Reply.truncated(keep=1),
+            "Reply.truncated(keep=...) is the part of the body sent, in [0, 1), got 1.",
+        ),
+        (
+            lambda: SmsApi().send_message.respond(503, Reply(201), json={}),
+            "Pass either replies (respond(503, Reply(201, json=...))) or one reply's fields "
+            "(respond(201, json=...)), not both.",
+        ),
+        (
+            lambda: SmsApi().send_message.respond("201"),
+            "A reply is a status code or a harness.Reply, got '201'.",
+        ),
+        (
+            lambda: MockApi(),
+            "MockApi has no base_url: subclass MockApi and set base_url = 'https://...'.",
+        ),
+    ],
+)
+def test_more_bad_replies_are_refused_with_the_fix(build: object, message: str) -> None:
+    """Each message names the value and the fix."""
+    with pytest.raises(MockApiError) as excinfo:
+        build()  # type: ignore[operator]
+    assert excinfo.value.args == (message,)
+
+
+def test_a_reply_error_that_cannot_be_built_says_to_pass_an_instance() -> None:
+    """An exception class with a constructor harness cannot call is refused when the reply is sent."""
+
+    class Picky(Exception):
+        def __init__(self, a: int, b: int, c: int) -> None:
+            super().__init__(a, b, c)
+
+    with SmsApi() as sms, httpx.Client() as client:
+        sms.send_message.respond(Reply.raises(Picky))
+        with pytest.raises(MockApiError) as excinfo:
+            client.post(URL, json={})
+    assert excinfo.value.args == ("Reply.raises() cannot build Picky; pass an instance instead.",)
+
+
+def test_a_mock_entered_twice_says_so() -> None:
+    """One instance, one activation at a time."""
+    with SmsApi() as sms, pytest.raises(MockApiError) as excinfo:
+        sms.start()
+    assert excinfo.value.args == (
+        "<SmsApi https://api.sms.test/v1 active> is already active; enter each mock once (or make another instance).",
+    )
+
+
+async def test_assert_any_call_shows_the_closest_call() -> None:
+    """The call with the fewest differences is shown."""
+    async with SmsApi() as sms, httpx.AsyncClient() as client:
+        await client.post(URL, json={"to": "+1"})
+        await client.post(URL, json={"to": "+2", "body": "x"})
+    with pytest.raises(AssertionError) as excinfo:
+        sms.send_message.assert_any_call(json={"to": "+2"})
+    assert str(excinfo.value) == (
+        "No call to SmsApi.send_message had the expected fields (2 call(s)); the closest one differs:\n"
+        "json differs:\n"
+        "  'to': expected '+2', got '+1'"
+    )

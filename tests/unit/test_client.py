@@ -229,3 +229,40 @@ def test_binding_without_a_session_says_so() -> None:
     """bind= needs the session it binds to."""
     with pytest.raises(TypeError, match=r"app_client\(bind=...\) needs session=<the test's AsyncSession>"):
         app_client(app, bind=[get_db])
+
+
+async def test_an_app_sending_the_wrong_lifespan_message_is_refused() -> None:
+    """A start-up answered with another message type names it."""
+
+    async def confused(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with pytest.raises(LifespanError) as excinfo:
+        async with app_client(confused):
+            pass
+    assert excinfo.value.args == (
+        "The app sent 'lifespan.shutdown.complete' during lifespan startup; expected lifespan.startup.complete.",
+    )
+
+
+def test_an_async_callable_with_the_wrong_arity_is_refused() -> None:
+    """ASGI 3 takes (scope, receive, send)."""
+
+    async def two(scope: dict[str, Any], receive: Any) -> None:
+        return None
+
+    with pytest.raises(AppError) as excinfo:
+        AppClient(two)
+    assert excinfo.value.args == (
+        f"app_client() needs an ASGI 3 app taking (scope, receive, send); {two!r} takes 2 argument(s).",
+    )
+
+
+def test_bind_takes_sessionmakers_and_dependencies_only(db_session: AsyncSession) -> None:
+    """Anything else in bind= is named."""
+    with pytest.raises(TypeError) as excinfo:
+        app_client(app, session=db_session, bind=[42])
+    assert excinfo.value.args == (
+        "app_client(bind=...) takes async_sessionmakers and dependency functions, got 42.",
+    )

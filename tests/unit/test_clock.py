@@ -431,3 +431,16 @@ def test_time_machine_inside_plain_freezegun_is_refused(backend: str) -> None:
         "Cannot freeze with time-machine inside a freezegun freeze (time-machine cannot start when freezegun is "
         "active.). Use backend='freezegun' here, or end the freezegun freeze first."
     )
+
+
+async def test_two_advances_at_once_are_refused(backend: str) -> None:
+    """A second advance() while one runs in another task would share the loop clock."""
+    with freeze_time("2024-01-15 12:00:00", backend=backend) as clock:
+        first = asyncio.create_task(clock.advance(seconds=5))
+        await asyncio.sleep(0)
+        with pytest.raises(ClockError) as excinfo:
+            await clock.advance(seconds=1)
+        await first
+    assert excinfo.value.args == (
+        "clock.advance() is already running in another task; await that one instead of starting a second.",
+    )

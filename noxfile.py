@@ -54,11 +54,12 @@ def database_url(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/harness"
 
 
-def run_suite(session: nox.Session, *url_args: str) -> None:
+def run_suite(session: nox.Session, backend: str, *url_args: str) -> None:
     # The library and plugin tests run in two xdist workers (per-worker databases); the example
-    # suite is a project of its own with its own rootdir, run as a user would.
+    # suite and the documentation's examples are projects of their own, run as a user would.
     session.run("pytest", "-n", "2", "-p", "xdist", *url_args, *session.posargs)
-    session.run("pytest", "tests/example", *url_args)
+    session.run("pytest", "tests/example", f"--harness-summary=.reports/example-{backend}.json", *url_args)
+    session.run("pytest", "docs/examples", *url_args)
 
 
 @nox.session
@@ -67,17 +68,17 @@ def tests(session: nox.Session, backend: str) -> None:
     """The whole test suite on embedded SQLite, or on a real PostgreSQL server."""
     install(session, "test")
     if backend == "sqlite":
-        run_suite(session)
+        run_suite(session, backend)
         return
     with postgres_server(session) as url:
-        run_suite(session, f"--harness-database-url={database_url(url)}")
+        run_suite(session, backend, f"--harness-database-url={database_url(url)}")
 
 
 @nox.session
 def example(session: nox.Session) -> None:
-    """The example suite (tests/example) on the embedded SQLite default."""
+    """The example suite (tests/example) on the embedded SQLite default, with its run summary."""
     install(session, "test")
-    session.run("pytest", "tests/example", *session.posargs)
+    session.run("pytest", "tests/example", "--harness-summary=.reports/example.json", *session.posargs)
 
 
 @nox.session

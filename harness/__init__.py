@@ -10,9 +10,11 @@ from harness.client import AppClient, app_client, auth_headers
 from harness.clock import Clock, freeze_time
 from harness.databases import TestDatabase
 from harness.db import (
+    CommitScope,
     RollbackScope,
     bind_sessions,
     check_test_database,
+    commit_scope,
     create_test_engine,
     probe_isolation,
     rollback_scope,
@@ -49,6 +51,7 @@ from harness.queries import (
     assert_num_queries,
     capture_queries,
 )
+from harness.testcase import IntegrationTest, RealCommitsTest
 from harness.timing import Timing, assert_completes_within, assert_not_slower_than, measure
 from harness.webhooks import SignedWebhook
 
@@ -60,12 +63,14 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "CapturedQuery",
     "Clock",
     "ClockError",
+    "CommitScope",
     "ConcurrentSessionError",
     "Creation",
     "DatabaseConfigError",
     "DatabaseUnavailableError",
     "FactoryError",
     "HarnessError",
+    "IntegrationTest",
     "IsolationError",
     "IsolationProbeError",
     "LifespanError",
@@ -76,6 +81,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "NetworkBlockedError",
     "NetworkGuard",
     "QueryLog",
+    "RealCommitsTest",
     "RecordedCall",
     "Reply",
     "RollbackScope",
@@ -101,6 +107,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "block_network",
     "capture_queries",
     "check_test_database",
+    "commit_scope",
     "create_test_engine",
     "endpoint",
     "freeze_time",

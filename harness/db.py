@@ -52,9 +52,11 @@ from harness.exceptions import (
 from harness.network import is_loopback_ip
 
 __all__ = [
+    "CommitScope",
     "RollbackScope",
     "bind_sessions",
     "check_test_database",
+    "commit_scope",
     "create_test_engine",
     "normalize_url",
     "probe_isolation",
@@ -281,7 +283,11 @@ def _fix_sqlite_transactions(engine: Engine) -> None:
     def _begin(connection: Connection) -> None:
         # Straight to the driver, once per test: aiosqlite's Connection.execute is one trip to its
         # thread, where a cursor would take three (create, execute, close).
-        await_(connection.connection.driver_connection.execute("BEGIN"))  # type: ignore[union-attr]
+        # Under real commits, concurrent transactions that read and then write would deadlock on
+        # SQLite's lock upgrade (SQLITE_BUSY at once); IMMEDIATE makes them wait for the lock instead.
+        guard = _guards.get(engine)
+        begin = "BEGIN IMMEDIATE" if guard is not None and guard.commit_scopes else "BEGIN"
+        await_(connection.connection.driver_connection.execute(begin))  # type: ignore[union-attr]
 
 
 _TIMEOUT_NOTES = {
@@ -348,6 +354,7 @@ class _EngineGuard:
 
     scopes: int = 0
     opening: bool = False
+    commit_scopes: int = 0  # real commits from several connections: SQLite writers must queue
 
 
 _guards: WeakKeyDictionary[Engine, _EngineGuard] = WeakKeyDictionary()
@@ -681,24 +688,188 @@ def rollback_scope(bind: AsyncEngine | AsyncSession, **session_options: Any) -> 
     return RollbackScope(bind, dict(session_options))
 
 
+# -- Real commits ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _TableState:
+    count: int
+    keys: set[tuple[Any, ...]] | None  # primary keys, read only for tables that had rows
+
+
+@dataclass(eq=False)
+class CommitScope:
+    """An async context manager for code that needs real commits; made by `commit_scope`.
+
+    ``session`` is the scope's session while it is active; ``engine`` is where it commits.
+    """
+
+    engine: AsyncEngine
+    session_options: dict[str, Any] = field(default_factory=dict)
+    session: AsyncSession | None = None
+    active: bool = False
+    _entered: bool = False
+    _tables: list[sqlalchemy.Table] = field(default_factory=list)
+    _before: dict[str, _TableState] = field(default_factory=dict)
+    _outer_session: AsyncSession | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._entered:
+            msg = "This commit scope was already used. Call commit_scope() again for a new scope."
+            raise ScopeError(msg)
+        self._entered = True
+        if not isinstance(self.engine, AsyncEngine):  # untyped callers
+            msg = f"commit_scope() takes an AsyncEngine, got {type(self.engine).__name__}."  # type: ignore[unreachable]
+            raise TypeError(msg)
+        _check_scope_engine(self.engine, trusted=False)
+        self._tables = await _user_tables(self.engine)
+        self._before = await _table_states(self.engine, self._tables, {})
+        _guard(self.engine.sync_engine).commit_scopes += 1
+        self.active = True
+        self.session = self.new_session()
+        self._outer_session = _current_session.get()
+        _current_session.set(self.session)
+        return self.session
+
+    def new_session(self, **options: Any) -> AsyncSession:
+        """A new `AsyncSession` on the scope's engine; its commits are real."""
+        if not self.active:
+            msg = "The commit scope has ended. Open a new scope with commit_scope()."
+            raise ScopeError(msg)
+        session = AsyncSession(self.engine, **{"expire_on_commit": False, **self.session_options, **options})
+        session.info[_SCOPE_KEY] = self
+        return session
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self.session is not None:
+                await self.session.close()
+        finally:
+            self.active = False
+            if _current_session.get() is self.session:
+                _current_session.set(self._outer_session)
+        try:
+            lost = await self._delete_new_rows()
+        finally:
+            _guard(self.engine.sync_engine).commit_scopes -= 1
+        if lost and exc is None:
+            msg = (
+                f"Rows that existed before the commit scope were deleted for real: {', '.join(lost)}. harness "
+                "removes the rows a real-commit test adds but cannot bring back rows it deleted, so later tests "
+                "would see a different database. Delete only rows the test created, or use a rollback scope."
+            )
+            raise IsolationError(msg)
+
+    async def _delete_new_rows(self) -> list[str]:
+        """Delete the rows added since the scope began, children first; name tables that lost rows."""
+        after = await _table_states(self.engine, self._tables, self._before)
+        lost = []
+        async with self.engine.begin() as connection:
+            for table in reversed(self._tables):  # sorted parents first: delete children first
+                before, now = self._before[table.name], after[table.name]
+                if before.keys is None:
+                    if now.count:
+                        await connection.execute(table.delete())
+                    continue
+                assert now.keys is not None
+                if now.keys - before.keys:
+                    key = sqlalchemy.tuple_(*table.primary_key.columns)
+                    await connection.execute(table.delete().where(key.not_in(list(before.keys))))
+                if missing := len(before.keys - now.keys):
+                    lost.append(f"{missing} of {table.name}")
+        return lost
+
+
+async def _user_tables(engine: AsyncEngine) -> list[sqlalchemy.Table]:
+    """The database's tables, parents before children; reflected again only when their names change."""
+    async with engine.connect() as connection:
+        names = set(await connection.run_sync(lambda sync: sqlalchemy.inspect(sync).get_table_names()))
+        names.discard(_PROBE_TABLE)
+        tables = _reflected_tables.get(engine.sync_engine)
+        if tables is None or {t.name for t in tables} != names:
+            metadata = sqlalchemy.MetaData()
+            await connection.run_sync(lambda sync: metadata.reflect(sync, only=list(names)))
+            with warnings.catch_warnings():  # a foreign-key cycle only changes the deletion order
+                warnings.simplefilter("ignore", SAWarning)
+                tables = list(metadata.sorted_tables)
+            _reflected_tables[engine.sync_engine] = tables
+    return tables
+
+
+async def _table_states(
+    engine: AsyncEngine, tables: list[sqlalchemy.Table], before: dict[str, _TableState]
+) -> dict[str, _TableState]:
+    """Row counts of every table in a few round trips, and the primary keys of tables that had rows."""
+    states: dict[str, _TableState] = {}
+    async with engine.connect() as connection:
+        for start in range(0, len(tables), 400):  # SQLite allows 500 terms in a compound SELECT
+            chunk = tables[start : start + 400]
+            counts = sqlalchemy.union_all(
+                *(
+                    sqlalchemy.select(sqlalchemy.literal(t.name), sqlalchemy.func.count()).select_from(t)
+                    for t in chunk
+                )
+            )
+            for name, count in (await connection.execute(counts)).all():
+                states[name] = _TableState(count, None)
+        for table in tables:
+            state = states[table.name]
+            had_rows = before[table.name].keys is not None if before else state.count > 0
+            if not had_rows:
+                continue
+            if not table.primary_key.columns:
+                msg = (
+                    f"Table {table.name!r} has rows but no primary key, so harness cannot tell the rows a "
+                    "real-commit test adds from the ones it must keep. Give the table a primary key."
+                )
+                raise ScopeError(msg)
+            rows = await connection.execute(sqlalchemy.select(*table.primary_key.columns))
+            state.keys = {tuple(row) for row in rows}
+    return states
+
+
+_reflected_tables: WeakKeyDictionary[Engine, list[sqlalchemy.Table]] = WeakKeyDictionary()
+
+
+def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:
+    """Open a scope whose sessions commit for real; on exit, delete the rows they added.
+
+    For code that needs several connections at once (background workers, ``asyncio.gather`` over
+    separate sessions), which a rollback scope's single connection cannot serve. The scope records
+    each table's rows on entry; on exit it deletes the rows added since, only in the tables that
+    changed, children first. Rows that existed before stay (changes to them are not undone), and
+    deleting one of them is an `IsolationError`, since it cannot be brought back. The engine must
+    be a test engine, as for `rollback_scope`.
+
+    Usage::
+
+        async with commit_scope(engine) as session:
+            await asyncio.gather(worker.run(), worker.run())  # each opens its own session
+            assert await session.scalar(select(func.count()).select_from(Job)) == 2
+    """
+    return CommitScope(engine, dict(session_options))
+
+
 def current_session() -> AsyncSession | None:
     """The session of the innermost active rollback scope (or the one set by `use_session`), if any."""
     session = _current_session.get()
     if session is not None:
         scope = session.info.get(_SCOPE_KEY)
-        if isinstance(scope, RollbackScope) and not scope.active:
+        if isinstance(scope, RollbackScope | CommitScope) and not scope.active:
             return None
     return session
 
 
-def scope_of(session: AsyncSession) -> RollbackScope:
-    """The active rollback scope that ``session`` belongs to."""
+def scope_of(session: AsyncSession) -> RollbackScope | CommitScope:
+    """The active rollback (or commit) scope that ``session`` belongs to."""
     scope = session.info.get(_SCOPE_KEY)
-    if not isinstance(scope, RollbackScope):
+    if not isinstance(scope, RollbackScope | CommitScope):
         msg = "This session does not belong to a rollback scope. Pass the session yielded by rollback_scope() (db_session under pytest)."
         raise ScopeError(msg)
     if not scope.active:
-        msg = "The rollback scope of this session has ended. Bind inside `async with rollback_scope(...)`."
+        msg = "The scope of this session has ended. Bind inside `async with rollback_scope(...)`."
         raise ScopeError(msg)
     return scope
 
@@ -716,6 +887,7 @@ def bind_sessions(
     (so the app's ``commit()`` becomes a savepoint release), and each FastAPI-style dependency in
     ``dependencies`` is overridden in ``app.dependency_overrides`` with one that yields such a
     session per request. What the app writes is visible to ``session`` and gone after the scope.
+    With the session of a `commit_scope`, the factories are bound to its engine and commit for real.
 
     Usage::
 
@@ -742,8 +914,13 @@ def bind_sessions(
         async with scope.new_session() as request_session:
             yield request_session
 
+    binding: dict[str, Any] = (
+        {"bind": scope.engine}
+        if isinstance(scope, CommitScope)
+        else {"bind": scope.connection, "join_transaction_mode": "create_savepoint"}
+    )
     for maker in sessionmakers:
-        maker.configure(bind=scope.connection, join_transaction_mode="create_savepoint")
+        maker.configure(**binding)
     for dependency in dependencies:
         overrides[dependency] = _scoped_session
     try:

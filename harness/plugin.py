@@ -40,6 +40,7 @@ from harness.db import rollback_scope
 from harness.exceptions import ClockError, HarnessError
 from harness.factories import ModelFactory
 from harness.network import NetworkGuard, block_network
+from harness.summary import CATEGORIES, RunSummary, record_categories
 
 F = TypeVar("F", bound=type[ModelFactory[Any]])
 A = TypeVar("A", bound=type[MockApi])
@@ -55,6 +56,12 @@ _LOOP_MISMATCH = """\
 Give fixtures and tests the same loop: set asyncio_default_fixture_loop_scope = "{test_scope}" (and \
 asyncio_default_test_loop_scope = "{test_scope}") in your pytest configuration, or remove loop_scope from the \
 test's asyncio marker."""
+
+_CLASS_DATA_LOOP = """\
+{cls} defines setup_class_data ({nodeid}), whose data lives on one database connection across the class's \
+tests, but tests and fixtures run in a new event loop per test, and a connection cannot move between event loops.
+Run them in a loop that outlives a test: set asyncio_default_fixture_loop_scope = "session" and \
+asyncio_default_test_loop_scope = "session" in your pytest configuration ("class" works too)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,7 +87,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Seed of factory-boy and Faker randomness; each test is reseeded from it and its node id, so a "
         "failure replays with the same random values. Default: a new seed per run, shown in the header.",
     )
+    group.addoption(
+        "--harness-summary",
+        metavar="PATH",
+        help="Write a JSON summary of the run to PATH: outcomes, tests per @pytest.mark.category, regressions.",
+    )
+    group.addoption(
+        "--harness-summary-compare",
+        metavar="PREVIOUS",
+        help="A summary of an earlier run: tests that passed there and fail now are reported as regressions.",
+    )
     parser.addini("harness_database_url", "Default for --harness-database-url.")
+    parser.addini(
+        "harness_categories",
+        "Test categories for @pytest.mark.category, in addition to the built-in ones.",
+        type="linelist",
+        default=[],
+    )
     parser.addini(
         "harness_database_name", "Test database name (test_ is prepended). Default: from the URL or rootdir."
     )
@@ -112,7 +135,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "allow_network(*hosts): let the test reach these hosts, IP addresses or CIDR networks; "
         "without arguments, turn the network guard off for the test.",
     )
+    config.addinivalue_line(
+        "markers",
+        "category(*names): the test's categories in the run summary (--harness-summary): "
+        + ", ".join(CATEGORIES)
+        + ", or one added with the harness_categories ini key.",
+    )
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    if (path := config.getoption("harness_summary")) and not workerinput:  # xdist: the controller writes it
+        summary = RunSummary(path, config.getoption("harness_summary_compare"))
+        config.pluginmanager.register(summary, "harness-summary")
+    elif config.getoption("harness_summary_compare") and not path:
+        msg = "--harness-summary-compare needs --harness-summary=PATH: the summary it compares is this run's."
+        raise pytest.UsageError(msg)
     seed = config.getoption("harness_seed")
     if seed is None:
         seed = workerinput.get("harness_seed", secrets.randbits(32))
@@ -152,13 +187,31 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from harness.testcase import IntegrationTest  # the base classes are built on this module
+
     fixture_scope = _fixture_loop_scope(config)
     for item in items:
         _network_guard(item)  # a bad allow_network entry stops the run before any test
+        record_categories(item)  # and so does an unknown category
         fixturenames = getattr(item, "fixturenames", None)
         if item.get_closest_marker("clock") and fixturenames is not None and "clock" not in fixturenames:
             fixturenames.insert(0, "clock")  # the marker alone freezes time, before other fixtures run
-        if not {"db_engine", "db_session"} & set(getattr(item, "fixturenames", ())):
+        cls = getattr(item, "cls", None)
+        base_class = isinstance(cls, type) and issubclass(cls, IntegrationTest)
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, IntegrationTest)
+            and cls.has_class_data()
+            and fixture_scope == "function"
+        ):
+            raise pytest.UsageError(_CLASS_DATA_LOOP.format(cls=cls.__qualname__, nodeid=item.nodeid))
+        uses_database = base_class or bool({"db_engine", "db_session"} & set(fixturenames or ()))
+        if uses_database and fixturenames is not None and "clock" in fixturenames:
+            # The database first: a driver imported under a frozen clock sees freezegun's fake datetime.
+            if "harness_database" in fixturenames:
+                fixturenames.remove("harness_database")
+            fixturenames.insert(fixturenames.index("clock"), "harness_database")
+        if not uses_database:
             continue
         if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
             continue
@@ -280,8 +333,11 @@ async def db_engine(
     engine = harness_database.engine
     assert engine is not None
     yield engine
-    if engine.dialect.driver == "asyncpg" and not _next_test_shares_loop(request):
-        await engine.dispose()  # asyncpg connections cannot outlive their event loop
+    # asyncpg connections cannot outlive their event loop. A class's data scope still holds its
+    # connection here; the class disposes of the pool when it ends.
+    class_holds_one = getattr(engine.sync_engine.pool, "checkedout", lambda: 0)() > 0
+    if engine.dialect.driver == "asyncpg" and not _next_test_shares_loop(request) and not class_holds_one:
+        await engine.dispose()
 
 
 @pytest_asyncio.fixture
@@ -306,14 +362,18 @@ def clock(request: pytest.FixtureRequest) -> Iterator[Clock]:
         yield frozen
 
 
+NO_APP: Any = object()  # harness_app's default: no app under test
+
+
+def call_failed(item: pytest.Item) -> bool:
+    """Whether the test's own call failed: its error then wins over checks at teardown."""
+    return item.stash.get(_CALL_FAILED, False)
+
+
 @pytest.fixture
 def harness_app() -> Any:
     """The ASGI app under test, for `app_client`: override this fixture in conftest.py."""
-    msg = (
-        "app_client needs the app under test: define a `harness_app` fixture in conftest.py that "
-        "returns it (e.g. `return create_app()`)."
-    )
-    raise pytest.UsageError(msg)
+    return NO_APP
 
 
 @pytest.fixture
@@ -334,6 +394,12 @@ async def app_client_fixture(
     harness_app: Any, harness_app_bind: list[Any], _harness_app_session: AsyncSession | None
 ) -> AsyncIterator[AppClient]:
     """An httpx.AsyncClient over ASGI for `harness_app`, its lifespan run and sessions bound to `db_session`."""
+    if harness_app is NO_APP:
+        msg = (
+            "app_client needs the app under test: define a `harness_app` fixture in conftest.py that "
+            "returns it (e.g. `return create_app()`)."
+        )
+        raise pytest.UsageError(msg)
     async with app_client(harness_app, session=_harness_app_session, bind=harness_app_bind) as client:
         yield client
 
@@ -441,7 +507,7 @@ def register_api(api_class: A, fixture_name: str | None = None, /) -> A:
         __tracebackhide__ = True
         api = api_class().start()
         yield api
-        api.stop(check=not request.node.stash.get(_CALL_FAILED, False))
+        api.stop(check=not call_failed(request.node))
 
     sys._getframe(1).f_globals[f"_harness_fixture_{name}"] = api_fixture
     return api_class

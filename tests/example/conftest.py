@@ -1,21 +1,19 @@
-"""A user's conftest.py: point harness at the models and the app, bind the app's sessions, declare mocks."""
+"""A user's conftest.py: point harness at the models and the app, declare mocks and factories once."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from app import service
 from app.api import app, get_db
-from app.models import Base, Campaign
-from factories import CampaignFactory, ContactFactory
+from app.models import Base, Campaign, User
+from factories import CampaignFactory, ContactFactory, UserFactory
 from fastapi import FastAPI
 from mocks import OpenPhoneApi
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harness import AppClient, bind_sessions, register_api, register_factory
+import harness
+from harness import AppClient, register_api, register_factory
 
 
 @pytest.fixture(scope="session")
@@ -24,20 +22,13 @@ def harness_schema() -> MetaData:
 
 
 @pytest.fixture
-def app_bound(db_session: AsyncSession) -> Iterator[None]:
-    """The service's sessionmaker and the API's get_db write into the test's rollback scope."""
-    with bind_sessions(db_session, service.SessionLocal, app=app, dependencies=[get_db]):
-        yield
-
-
-@pytest.fixture
 def harness_app() -> FastAPI:
     return app
 
 
 @pytest.fixture
-def harness_app_bind() -> list[Any]:
-    """What app_client points at the test's rollback scope: the service's sessionmaker and get_db."""
+def harness_app_bind() -> list[object]:
+    """What the app client points at the test's scope: the service's sessionmaker and get_db."""
     return [service.SessionLocal, get_db]
 
 
@@ -48,11 +39,30 @@ def client(app_client: AppClient) -> AppClient:
 
 
 register_api(OpenPhoneApi)  # the open_phone_api fixture
+register_factory(ContactFactory)  # contact_factory and contact
+register_factory(UserFactory, "test_user")  # test_user_factory and test_user
 
 
-register_factory(ContactFactory)  # contact_factory and contact fixtures
+@pytest.fixture
+def auth_headers(test_user: User) -> dict[str, str]:
+    return harness.auth_headers(test_user.api_token)
 
 
 @pytest.fixture
 async def campaign_with_contacts(db_session: AsyncSession) -> Campaign:
     return await CampaignFactory.create(name="Test Campaign", daily_limit=125, contacts=10)
+
+
+def contacts_csv(rows: int, first: int = 0) -> bytes:
+    lines = ["phone,name", *(f"+1444{n:07d},Contact {n}" for n in range(first, first + rows))]
+    return "\n".join(lines).encode()
+
+
+@pytest.fixture
+def csv_file() -> bytes:
+    return contacts_csv(100)
+
+
+@pytest.fixture
+def large_csv() -> bytes:
+    return contacts_csv(5000)

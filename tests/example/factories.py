@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import factory
-from app.models import Campaign, Contact
+from app.models import Campaign, Contact, User
 
 from harness import ModelFactory
 
@@ -30,3 +30,11 @@ class ContactFactory(ModelFactory[Contact]):
     phone = factory.Sequence(lambda n: f"+1555{n:07d}")
     name = factory.Faker("name")
     campaign = factory.SubFactory(CampaignFactory)
+
+
+class UserFactory(ModelFactory[User]):
+    class Meta:
+        model = User
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    api_token = factory.Faker("hexify", text="^" * 32)

@@ -100,3 +100,20 @@ def test_the_marker_is_registered(harness_pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["@pytest.mark.clock(when=None, *, tz=None, tz_offset=0, tick=False, backend=None):*"]
     )
+
+
+def test_the_database_is_built_before_time_freezes(harness_pytester: pytest.Pytester) -> None:
+    """A clock-marked first test that uses the database: the driver is not imported under freezegun."""
+    harness_pytester.makepyfile(
+        """
+        import datetime as dt
+        import pytest
+        from sqlalchemy import text
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        async def test_first_of_the_run(db_session):  # the marker alone puts the clock first
+            assert dt.datetime.now() == dt.datetime(2024, 1, 15, 10)
+            assert (await db_session.execute(text("SELECT 1"))).scalar() == 1
+        """
+    )
+    run(harness_pytester).assert_outcomes(passed=1)

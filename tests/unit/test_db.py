@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from harness import bind_sessions, create_test_engine, probe_isolation, rollback_scope
+from harness import bind_sessions, commit_scope, create_test_engine, probe_isolation, rollback_scope
 from harness.db import check_test_database, normalize_url
 from harness.exceptions import (
     ConcurrentSessionError,
@@ -607,7 +607,7 @@ async def test_bind_sessions_after_the_scope_ended_is_an_error(db_engine: AsyncE
     with pytest.raises(ScopeError) as excinfo, bind_sessions(session):
         pass
     assert excinfo.value.args == (
-        "The rollback scope of this session has ended. Bind inside `async with rollback_scope(...)`.",
+        "The scope of this session has ended. Bind inside `async with rollback_scope(...)`.",
     )
 
 
@@ -671,3 +671,88 @@ async def test_lock_wait_fails_fast_with_an_explanation(db_engine: AsyncEngine, 
         assert any("waited longer than lock_timeout" in note for note in excinfo.value.__notes__)
     finally:
         await other.dispose()
+
+
+# -- commit_scope: real commits, then the added rows deleted ---------------------------------------
+
+
+async def test_commit_scope_commits_for_real_and_deletes_the_added_rows(db_engine: AsyncEngine) -> None:
+    """Rows committed in the scope are visible to other connections, and gone after it."""
+    async with commit_scope(db_engine) as session:
+        session.add(Campaign(name="real", contacts=[Contact(phone="+1")]))
+        await session.commit()
+        assert await count_rows(db_engine) == {"campaigns": 1, "contacts": 1}
+    await assert_clean(db_engine)
+
+
+async def test_commit_scope_serves_sessions_running_concurrently(db_engine: AsyncEngine) -> None:
+    """asyncio.gather over separate sessions works: each has its own connection."""
+    async with commit_scope(db_engine) as session:
+        maker = async_sessionmaker()
+        with bind_sessions(session, maker):
+
+            async def add(name: str) -> None:
+                async with maker() as own:
+                    own.add(Campaign(name=name))
+                    await asyncio.sleep(0)
+                    await own.commit()
+
+            await asyncio.gather(add("a"), add("b"), add("c"))
+        assert await count_rows(db_engine) == {"campaigns": 3, "contacts": 0}
+    assert maker.kw.get("bind") is None  # restored
+    await assert_clean(db_engine)
+
+
+async def test_commit_scope_keeps_rows_that_were_there_before(db_engine: AsyncEngine) -> None:
+    """Only rows added in the scope are deleted; rows from before (seed data) stay."""
+    async with commit_scope(db_engine) as outer:
+        outer.add(Campaign(name="seed"))
+        await outer.commit()
+        async with commit_scope(db_engine) as inner:
+            inner.add_all([Campaign(name="added"), Contact(phone="+2")])
+            await inner.commit()
+        names = (await outer.scalars(select(Campaign.name))).all()
+        assert names == ["seed"]
+        assert await count_rows(db_engine) == {"campaigns": 1, "contacts": 0}
+    await assert_clean(db_engine)
+
+
+async def test_commit_scope_reports_rows_from_before_that_it_cannot_bring_back(
+    db_engine: AsyncEngine,
+) -> None:
+    """Deleting a row that existed before the scope is an IsolationError naming the table."""
+    async with commit_scope(db_engine) as outer:
+        outer.add(Campaign(name="seed"))
+        await outer.commit()
+        with pytest.raises(IsolationError, match=r"deleted for real: 1 of campaigns\. .*cannot bring back"):
+            async with commit_scope(db_engine) as inner:
+                await inner.execute(text("DELETE FROM campaigns"))
+                await inner.commit()
+    await assert_clean(db_engine)
+
+
+async def test_commit_scope_needs_primary_keys_to_tell_rows_apart(db_engine: AsyncEngine) -> None:
+    """A table with rows and no primary key is refused on entry, with the fix."""
+    async with db_engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE test_no_key (value INTEGER)"))
+        await connection.execute(text("INSERT INTO test_no_key (value) VALUES (1)"))
+    try:
+        with pytest.raises(
+            ScopeError, match=r"'test_no_key' has rows but no primary key.*Give the table a primary key"
+        ):
+            async with commit_scope(db_engine):
+                pass
+    finally:
+        async with db_engine.begin() as connection:
+            await connection.execute(text("DROP TABLE test_no_key"))
+
+
+async def test_commit_scope_refuses_a_non_test_database(tmp_path: Path) -> None:
+    """The cleanup deletes rows: an engine on a database not named for tests is refused."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    try:
+        with pytest.raises(UnsafeDatabaseError, match="only writes to databases it created for tests"):
+            async with commit_scope(engine):
+                pass
+    finally:
+        await engine.dispose()

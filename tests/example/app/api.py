@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import hmac
+import io
 import json
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, UploadFile
 from pydantic import BaseModel, Field
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Campaign, Message
-from app.service import SessionLocal
+from app.models import Campaign, Contact, Message, User
+from app.service import SessionLocal, list_campaigns
 
 # The provider signs its webhooks the Standard Webhooks way (webhook-id/-timestamp/-signature).
 WEBHOOK_SECRET = os.environ.get(
@@ -32,29 +35,67 @@ async def get_db() -> AsyncIterator[AsyncSession]:
         yield session
 
 
+Db = Annotated[AsyncSession, Depends(get_db)]
+
+
+async def current_user(db: Db, authorization: Annotated[str, Header()] = "") -> User:
+    scheme, _, token = authorization.partition(" ")
+    user = await db.scalar(select(User).where(User.api_token == token)) if scheme == "Bearer" else None
+    if user is None:
+        raise HTTPException(status_code=401, detail="missing or unknown API token")
+    return user
+
+
+Authenticated = Depends(current_user)
+
+
 class CampaignIn(BaseModel):
     name: str = Field(max_length=200)
     template_a: str = Field(max_length=320)
     template_b: str = Field(max_length=320)
     daily_limit: int = Field(default=125, gt=0)
+    summary: str | None = Field(default=None, max_length=200)
 
 
-@app.post("/api/campaigns", status_code=201)
-async def create_campaign(
-    body: CampaignIn, db: Annotated[AsyncSession, Depends(get_db)]
-) -> dict[str, object]:
+def _campaign_out(campaign: Campaign) -> dict[str, object]:
+    fields = ("id", "name", "template_a", "template_b", "daily_limit", "summary")
+    return {field: getattr(campaign, field) for field in fields}
+
+
+@app.post("/api/campaigns", status_code=201, dependencies=[Authenticated])
+async def create_campaign(body: CampaignIn, db: Db) -> dict[str, object]:
     campaign = Campaign(**body.model_dump())
     db.add(campaign)
     await db.commit()
-    return {"id": campaign.id, **body.model_dump()}
+    return _campaign_out(campaign)
 
 
-@app.get("/api/campaigns/{campaign_id}")
-async def get_campaign(campaign_id: int, db: Annotated[AsyncSession, Depends(get_db)]) -> dict[str, object]:
+@app.get("/api/campaigns", dependencies=[Authenticated])
+async def get_campaigns(db: Db) -> list[dict[str, object]]:
+    return await list_campaigns(db)
+
+
+@app.get("/api/campaigns/{campaign_id}", dependencies=[Authenticated])
+async def get_campaign(campaign_id: int, db: Db) -> dict[str, object]:
     campaign = await db.get(Campaign, campaign_id)
     if campaign is None:
         raise HTTPException(status_code=404, detail="campaign not found")
-    return {"id": campaign.id, "name": campaign.name, "daily_limit": campaign.daily_limit}
+    return _campaign_out(campaign)
+
+
+@app.post("/api/campaigns/{campaign_id}/upload", dependencies=[Authenticated])
+async def upload_contacts(campaign_id: int, file: UploadFile, db: Db) -> dict[str, int]:
+    """Import contacts from a CSV with `phone,name` columns, in one multi-row INSERT."""
+    if await db.get(Campaign, campaign_id) is None:
+        raise HTTPException(status_code=404, detail="campaign not found")
+    rows = list(csv.DictReader(io.StringIO((await file.read()).decode())))
+    if not rows or {"phone", "name"} - set(rows[0]):
+        raise HTTPException(status_code=422, detail="the CSV needs a header row with phone and name")
+    await db.execute(
+        insert(Contact), [{"phone": r["phone"], "name": r["name"], "campaign_id": campaign_id} for r in rows]
+    )
+    await db.commit()
+    return {"imported": len(rows)}
 
 
 def _signature_is_valid(body: bytes, headers: dict[str, str]) -> bool:
@@ -69,7 +110,7 @@ def _signature_is_valid(body: bytes, headers: dict[str, str]) -> bool:
 
 
 @app.post("/api/webhooks/sms")
-async def receive_sms(request: Request, db: Annotated[AsyncSession, Depends(get_db)]) -> dict[str, str]:
+async def receive_sms(request: Request, db: Db) -> dict[str, str]:
     """Store an inbound message; refuse a bad signature or a stale timestamp."""
     body = await request.body()
     if not _signature_is_valid(body, dict(request.headers)):

@@ -49,6 +49,16 @@ class CampaignSend(Base):
     campaign: Mapped[Campaign] = relationship(back_populates="sends")
 
 
+class User(Base):
+    """An API user: requests carry its token as `Authorization: Bearer <token>`."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(200), unique=True)
+    api_token: Mapped[str] = mapped_column(String(64), unique=True)
+
+
 class Message(Base):
     """An inbound SMS, stored from the SMS provider's webhook."""
 

@@ -1,0 +1,275 @@
+"""pytest-native base test classes: the test's session, app client, API mocks and clock as attributes.
+
+Subclass `IntegrationTest` (or `RealCommitsTest`) in a test module. Methods still take fixtures
+as arguments, async tests need no ``@pytest.mark.asyncio``, and an async ``setup_class_data``
+classmethod fills data shared by the class's tests, the async analogue of Django's
+``setUpTestData``. The classes are a thin layer over the plugin's fixtures (``db_session``,
+``app_client``, ``clock``), so attributes and method arguments are the same objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import inspect as inspect_instance
+from sqlalchemy.exc import NoInspectionAvailable
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from harness import plugin
+from harness.apis import MockApi
+from harness.client import AppClient
+from harness.clock import Clock
+from harness.databases import TestDatabase
+from harness.db import commit_scope, rollback_scope
+from harness.queries import QueryLog, assert_max_queries, assert_num_queries
+from harness.timing import assert_completes_within, assert_not_slower_than, measure
+
+__all__ = ["IntegrationTest", "RealCommitsTest"]
+
+A = TypeVar("A", bound=MockApi)
+
+_NO_PLUGIN = (
+    "{cls} is a harness base class, but the harness pytest plugin is not loaded, so it has no database "
+    "or fixtures. harness registers the plugin when installed (entry point `harness`): install harness in the "
+    "environment that runs pytest, remove `-p no:harness`, or add `pytest_plugins = ['harness.plugin']` to "
+    "your top-level conftest.py."
+)
+
+
+@dataclass
+class _ClassData:
+    """What a class's ``setup_class_data`` made: its session, and the attributes it set."""
+
+    session: AsyncSession
+    attributes: dict[str, Any]
+
+
+def _is_mapped(value: object) -> bool:
+    try:
+        inspect_instance(value)
+    except NoInspectionAvailable:
+        return False
+    return not isinstance(value, type)
+
+
+async def _fresh_copy(session: AsyncSession, value: Any) -> Any:
+    """``value`` with every mapped object in it merged into ``session``: fresh instances, no query."""
+    if _is_mapped(value):
+        return await session.merge(value, load=False)
+    if isinstance(value, list | tuple):
+        return type(value)([await _fresh_copy(session, item) for item in value])
+    if isinstance(value, dict):
+        return {key: await _fresh_copy(session, item) for key, item in value.items()}
+    return value
+
+
+class IntegrationTest:
+    """Base class for test classes: each test gets the test's session, app client, mocks and clock.
+
+    Every test runs in a rollback scope (``self.db`` is its `AsyncSession`, the same object as the
+    ``db_session`` fixture), so whatever it writes, commits included, is gone afterwards. Async
+    test methods need no marker, and methods still take fixtures as arguments.
+
+    - ``self.client``: the `AppClient` of the ``harness_app`` fixture (the ``app_client`` fixture).
+    - ``self.clock``: the frozen `Clock`, when the class or test has ``@pytest.mark.clock(...)``.
+    - ``self.api(SmsApi)``: the active mock of each class listed in ``mock_apis``.
+    - ``self.assert_max_queries(n)`` and friends: query and timing budgets on the test's session.
+
+    ``setup_class_data``, an async classmethod, runs once per class in a class rollback scope.
+    Attributes it sets on the class are shared data: each test runs in a savepoint on top of it
+    and sees fresh instances of the mapped objects among them, in its own session, so what one
+    test changes is gone for the next. This needs an event loop that outlives a test: set
+    ``asyncio_default_fixture_loop_scope`` and ``asyncio_default_test_loop_scope`` to ``session``
+    (or ``class``).
+
+    Usage::
+
+        class TestCampaigns(IntegrationTest):
+            mock_apis = (SmsApi,)
+
+            @classmethod
+            async def setup_class_data(cls, session: AsyncSession) -> None:
+                cls.campaign = await CampaignFactory.create(contacts=10)
+
+            async def test_send(self) -> None:
+                response = await self.client.post(f"/api/campaigns/{self.campaign.id}/send")
+                assert response.status_code == 202
+                self.api(SmsApi).send_message.assert_called_times(10)
+    """
+
+    real_commits: ClassVar[bool] = False
+    mock_apis: ClassVar[tuple[type[MockApi], ...]] = ()
+
+    db: AsyncSession
+    _client: AppClient | None = None
+    _clock: Clock | None = None
+    _apis: dict[type[MockApi], MockApi]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hook = cls.__dict__.get("setup_class_data")
+        if hook is not None:
+            function = hook.__func__ if isinstance(hook, classmethod | staticmethod) else hook
+            if not inspect.iscoroutinefunction(function):
+                msg = (
+                    f"{cls.__qualname__}.setup_class_data must be an async classmethod: "
+                    "`@classmethod` then `async def setup_class_data(cls, session): ...`."
+                )
+                raise TypeError(msg)
+            if not isinstance(hook, classmethod):
+                cls.setup_class_data = classmethod(function)  # type: ignore[method-assign,assignment]
+        for name, value in list(cls.__dict__.items()):
+            # No per-method decorator, in strict mode too; sync tests stay unmarked (a mark warns).
+            if name.startswith("test") and inspect.iscoroutinefunction(value):
+                marks = [mark.name for mark in getattr(value, "pytestmark", ())]
+                if "asyncio" not in marks:
+                    setattr(cls, name, pytest.mark.asyncio(value))
+
+    @classmethod
+    async def setup_class_data(cls, session: AsyncSession) -> None:
+        """Make data shared by the class's tests: set it as class attributes (override; async)."""
+
+    @classmethod
+    def has_class_data(cls) -> bool:
+        """Whether the class (or a base) overrides `setup_class_data`."""
+        return cls.setup_class_data.__func__ is not IntegrationTest.setup_class_data.__func__  # type: ignore[attr-defined]
+
+    # -- attributes ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> AppClient:
+        """The test's `AppClient` (the ``app_client`` fixture)."""
+        if self._client is None:
+            msg = (
+                f"{type(self).__name__}.client needs the app under test: define a `harness_app` fixture in "
+                "conftest.py that returns it (e.g. `return create_app()`)."
+            )
+            raise pytest.UsageError(msg)
+        return self._client
+
+    @property
+    def clock(self) -> Clock:
+        """The test's frozen `Clock`, present when the class or test is marked ``@pytest.mark.clock``."""
+        if self._clock is None:
+            msg = (
+                f"{type(self).__name__}.clock is set only while time is frozen: mark the class or the test "
+                "with @pytest.mark.clock(...) (e.g. @pytest.mark.clock('2024-01-15 10:00 America/New_York'))."
+            )
+            raise pytest.UsageError(msg)
+        return self._clock
+
+    def api(self, api_class: type[A]) -> A:
+        """The active mock of ``api_class``, one of the classes in ``mock_apis``."""
+        mock = self._apis.get(api_class)
+        if mock is None:
+            listed = ", ".join(cls.__name__ for cls in self.mock_apis) or "nothing"
+            msg = (
+                f"{api_class.__name__} is not among {type(self).__name__}.mock_apis ({listed}): add it, "
+                f"e.g. `mock_apis = ({api_class.__name__},)`."
+            )
+            raise LookupError(msg)
+        assert isinstance(mock, api_class)
+        return mock
+
+    def assert_max_queries(self, maximum: int) -> AbstractContextManager[QueryLog]:
+        """`harness.assert_max_queries` on the test's session."""
+        return assert_max_queries(self.db, maximum)
+
+    def assert_num_queries(self, expected: int) -> AbstractContextManager[QueryLog]:
+        """`harness.assert_num_queries` on the test's session."""
+        return assert_num_queries(self.db, expected)
+
+    assert_completes_within = staticmethod(assert_completes_within)
+    assert_not_slower_than = staticmethod(assert_not_slower_than)
+    measure = staticmethod(measure)
+
+    # -- fixtures -----------------------------------------------------------------------------
+
+    @pytest_asyncio.fixture(scope="class")
+    @classmethod
+    async def _harness_class_data(cls, harness_database: TestDatabase) -> AsyncIterator[_ClassData]:
+        engine = harness_database.engine
+        assert engine is not None
+        before = set(vars(cls))
+        scope = commit_scope(engine) if cls.real_commits else rollback_scope(engine)
+        try:
+            async with scope as session:
+                await cls.setup_class_data(session)
+                await (session.commit() if cls.real_commits else session.flush())
+                yield _ClassData(session, {name: vars(cls)[name] for name in set(vars(cls)) - before})
+        finally:
+            for name in set(vars(cls)) - before:  # objects of a session that is gone
+                delattr(cls, name)
+            if engine.dialect.driver == "asyncpg":
+                await engine.dispose()  # its connections cannot outlive the event loop of the class
+
+    @pytest.fixture
+    def _harness_scope_parent(self, request: pytest.FixtureRequest) -> _ClassData | AsyncEngine:
+        _check_plugin(request)
+        if type(self).has_class_data():
+            data: _ClassData = request.getfixturevalue("_harness_class_data")
+            return data
+        engine: AsyncEngine = request.getfixturevalue("db_engine")
+        return engine
+
+    @pytest_asyncio.fixture
+    async def db_session(
+        self, _harness_scope_parent: _ClassData | AsyncEngine
+    ) -> AsyncIterator[AsyncSession]:
+        """The test's session: in a savepoint on top of the class data, or a scope of its own."""
+        parent = _harness_scope_parent
+        if isinstance(parent, AsyncEngine):
+            scope: Any = commit_scope(parent) if self.real_commits else rollback_scope(parent)
+        else:
+            engine = parent.session.bind
+            scope = commit_scope(engine) if self.real_commits else rollback_scope(parent.session)  # type: ignore[arg-type]
+        async with scope as session:
+            if not isinstance(parent, AsyncEngine):
+                for name, value in parent.attributes.items():
+                    setattr(self, name, await _fresh_copy(session, value))
+            yield session
+
+    @pytest.fixture(autouse=True)
+    def _harness_setup(self, request: pytest.FixtureRequest) -> Iterator[None]:
+        __tracebackhide__ = True
+        _check_plugin(request)
+        self.db = request.getfixturevalue("db_session")
+        if request.getfixturevalue("harness_app") is not plugin.NO_APP:
+            self._client = request.getfixturevalue("app_client")
+        if request.node.get_closest_marker("clock") is not None:
+            self._clock = request.getfixturevalue("clock")
+        self._apis, started = {}, []
+        for api_class in self.mock_apis:
+            try:  # a registered fixture: the same mock as the test's argument
+                self._apis[api_class] = request.getfixturevalue(api_class.fixture_name())
+            except pytest.FixtureLookupError:
+                self._apis[api_class] = api_class().start()
+                started.append(self._apis[api_class])
+        yield
+        check = not plugin.call_failed(request.node)
+        for mock in reversed(started):
+            mock.stop(check=check)
+
+
+class RealCommitsTest(IntegrationTest):
+    """`IntegrationTest` for code that needs several connections: its commits are real.
+
+    Background workers, ``asyncio.gather`` over separate sessions and anything else that opens its
+    own connections cannot share a rollback scope's single connection. Here ``self.db`` and the
+    app's bound sessionmakers work on the engine and commit for real; after each test (and after
+    the class, for ``setup_class_data``) harness deletes the rows added since, only in the tables
+    that changed (`harness.commit_scope`). Slower than rollback: use it only where needed.
+    """
+
+    real_commits = True
+
+
+def _check_plugin(request: pytest.FixtureRequest) -> None:
+    if not request.config.pluginmanager.is_registered(plugin):
+        raise pytest.UsageError(_NO_PLUGIN.format(cls=request.cls.__name__ if request.cls else "This class"))

@@ -1,0 +1,453 @@
+"""The base test classes (harness.testcase), run through pytester on the run's backend."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+CONFTEST = """
+    import pytest
+    from fastapi import Depends, FastAPI
+    from sqlalchemy import ForeignKey, func, select
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+    from harness import MockApi, ModelFactory, endpoint
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Team(Base):
+        __tablename__ = "teams"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+        members: Mapped[list["Member"]] = relationship(back_populates="team", cascade="all, delete-orphan")
+
+    class Member(Base):
+        __tablename__ = "members"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+        team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+        team: Mapped[Team] = relationship(back_populates="members")
+
+    class TeamFactory(ModelFactory[Team]):
+        class Meta:
+            model = Team
+        name = "Team"
+
+    class ChatApi(MockApi):
+        base_url = "https://chat.example"
+        post = endpoint("POST", "/messages", status=201)
+
+    SessionLocal = async_sessionmaker(expire_on_commit=False)
+    app = FastAPI()
+
+    async def get_db():
+        async with SessionLocal() as session:
+            yield session
+
+    @app.post("/teams")
+    async def create_team(name: str, db=Depends(get_db)):
+        db.add(Team(name=name))
+        await db.commit()
+        return {"teams": await db.scalar(select(func.count()).select_from(Team))}
+
+    @pytest.fixture(scope="session")
+    def harness_schema():
+        return Base.metadata
+
+    @pytest.fixture
+    def harness_app():
+        return app
+
+    @pytest.fixture
+    def harness_app_bind():
+        return [SessionLocal, get_db]
+
+    async def count(session, model):
+        return await session.scalar(select(func.count()).select_from(model))
+"""
+
+
+def use_loop(pytester: pytest.Pytester, scope: str, *, mode: str = "auto") -> None:
+    """Rewrite the inner run's ini with this loop scope for fixtures and tests."""
+    ini = (
+        pytester.path.joinpath("tox.ini").read_text() if pytester.path.joinpath("tox.ini").exists() else None
+    )
+    text = (pytester.path / "pytest.ini").read_text() if ini is None else ini
+    name = next(line for line in text.splitlines() if line.startswith("harness_database_name"))
+    pytester.makeini(
+        textwrap.dedent(
+            f"""
+            [pytest]
+            asyncio_mode = {mode}
+            asyncio_default_fixture_loop_scope = {scope}
+            asyncio_default_test_loop_scope = {scope}
+            filterwarnings = error
+            {name}
+            """
+        )
+    )
+
+
+@pytest.fixture
+def tester(harness_pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester with the models, app and mock above, and a session-wide event loop."""
+    harness_pytester.makeconftest(CONFTEST)
+    use_loop(harness_pytester, "session")
+    return harness_pytester
+
+
+def test_attributes_are_the_fixtures_of_the_test(tester: pytest.Pytester) -> None:
+    """self.db is db_session, self.client the app client, fixtures still arrive as arguments."""
+    tester.makepyfile(
+        """
+        from conftest import Team, count
+        from harness import IntegrationTest
+
+        class TestTeams(IntegrationTest):
+            async def test_db_is_the_session_fixture(self, db_session, app_client):
+                assert self.db is db_session
+                assert self.client is app_client
+
+            async def test_app_writes_land_in_the_test_scope(self):
+                response = await self.client.post("/teams", params={"name": "a"})
+                assert response.json() == {"teams": 1}
+                assert await count(self.db, Team) == 1
+
+            async def test_and_are_gone_for_the_next(self):
+                assert await count(self.db, Team) == 0
+
+            def test_sync_methods_stay_plain(self):
+                assert self.db is not None
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+
+
+def test_async_methods_need_no_marker_in_strict_mode(tester: pytest.Pytester) -> None:
+    """In asyncio strict mode, async test methods of a base class still run (and pass)."""
+    use_loop(tester, "session", mode="strict")
+    tester.makepyfile(
+        """
+        from conftest import Team, count
+        from harness import IntegrationTest
+
+        class TestStrict(IntegrationTest):
+            async def test_runs(self):
+                assert await count(self.db, Team) == 0
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("loop_scope", ["class", "session"])
+def test_class_data_is_shared_and_each_test_gets_fresh_instances(
+    tester: pytest.Pytester, loop_scope: str
+) -> None:
+    """setup_class_data runs once; each test sees fresh copies, and its changes are gone for the next."""
+    use_loop(tester, loop_scope)
+    tester.makepyfile(
+        """
+        from conftest import Member, Team, TeamFactory, count
+        from harness import IntegrationTest
+
+        runs = []
+
+        class TestShared(IntegrationTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                runs.append(1)
+                cls.team = await TeamFactory.create(name="core")
+                cls.members = [Member(name=n, team=cls.team) for n in ("ann", "bob")]
+                session.add_all(cls.members)
+                cls.size = 2
+
+            async def test_changes_its_copy(self):
+                assert self.team is not type(self).team  # a fresh instance, in the test's session
+                assert self.team in self.db
+                assert [m.name for m in self.team.members] == ["ann", "bob"]
+                assert self.members[0] is self.team.members[0]  # one identity map
+                self.team.name = "renamed"
+                self.db.add(Member(name="cy", team=self.team))
+                await self.db.commit()
+                assert await count(self.db, Member) == 3
+
+            async def test_sees_the_data_as_it_was(self):
+                assert self.team.name == "core"
+                assert await count(self.db, Member) == 2
+                assert await self.db.get(Team, self.team.id) is self.team
+                assert self.size == 2 and runs == [1]
+
+        class TestAfterwards(IntegrationTest):
+            async def test_the_class_data_is_gone(self):
+                assert await count(self.db, Team) == 0
+                assert not hasattr(TestShared, "team")
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+def test_a_failing_class_data_hook_rolls_back_cleanly(tester: pytest.Pytester) -> None:
+    """The hook's error fails each test of its class; its rows are gone and the next class runs."""
+    tester.makepyfile(
+        """
+        from conftest import Team, count
+        from harness import IntegrationTest
+
+        class TestBroken(IntegrationTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                cls.team = Team(name="half made")
+                session.add(cls.team)
+                await session.flush()
+                raise RuntimeError("the hook broke")
+
+            async def test_one(self):
+                pass
+
+            async def test_two(self):
+                pass
+
+        class TestNext(IntegrationTest):
+            async def test_starts_clean(self, db_engine):
+                assert await count(self.db, Team) == 0
+                assert not hasattr(TestBroken, "team")
+                assert db_engine.sync_engine.pool.checkedout() == 1  # this test's connection only
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(["*RuntimeError: the hook broke*"])
+
+
+def test_a_class_data_hook_that_is_not_async_is_refused(tester: pytest.Pytester) -> None:
+    """A plain def hook is a TypeError naming the class, at import."""
+    tester.makepyfile(
+        """
+        from harness import IntegrationTest
+
+        class TestSync(IntegrationTest):
+            @classmethod
+            def setup_class_data(cls, session):
+                pass
+
+            async def test_one(self):
+                pass
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*TypeError: TestSync.setup_class_data must be an async classmethod: "
+            "`@classmethod` then `async def setup_class_data(cls, session): ...`."
+        ]
+    )
+
+
+def test_class_data_in_per_test_event_loops_is_a_start_up_error(tester: pytest.Pytester) -> None:
+    """With function-scoped loops a class connection cannot live; the error says what to set."""
+    use_loop(tester, "function")
+    tester.makepyfile(
+        """
+        from harness import IntegrationTest
+
+        class TestShared(IntegrationTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                pass
+
+            async def test_one(self):
+                pass
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: TestShared defines setup_class_data (*), whose data lives on one database connection*",
+            'Run them in a loop that outlives a test: set asyncio_default_fixture_loop_scope = "session" and '
+            'asyncio_default_test_loop_scope = "session" in your pytest configuration ("class" works too).',
+        ]
+    )
+
+
+def test_a_base_class_without_the_plugin_says_how_to_load_it(tester: pytest.Pytester) -> None:
+    """With the plugin disabled, each test errors with how to load it, not 'fixture not found'."""
+    tester.makeconftest("")
+    tester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    tester.makepyfile(
+        """
+        from harness import IntegrationTest
+
+        class TestWithout(IntegrationTest):
+            async def test_one(self):
+                pass
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly", "-p", "no:harness")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*TestWithout is a harness base class, but the harness pytest plugin is not loaded*-p no:harness*"]
+    )
+
+
+def test_clock_mocks_and_budgets_are_attributes(tester: pytest.Pytester) -> None:
+    """self.clock under the clock marker, self.api() for mock_apis, self.assert_max_queries on self.db."""
+    tester.makepyfile(
+        """
+        import datetime as dt
+        import httpx
+        import pytest
+        from conftest import ChatApi, Team, count
+        from harness import IntegrationTest
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        class TestEverything(IntegrationTest):
+            mock_apis = (ChatApi,)
+
+            async def test_all_of_it(self):
+                assert dt.datetime.now() == dt.datetime(2024, 1, 15, 10)
+                await self.clock.advance(seconds=30)
+                assert dt.datetime.now() == dt.datetime(2024, 1, 15, 10, 0, 30)
+                async with httpx.AsyncClient() as http:
+                    await http.post("https://chat.example/messages", json={"text": "hi"})
+                self.api(ChatApi).post.assert_called_once_with(json={"text": "hi"})
+                with self.assert_max_queries(1):
+                    assert await count(self.db, Team) == 0
+
+            async def test_an_uncalled_route_fails_at_teardown(self):
+                self.api(ChatApi).post.respond(201).once()
+
+            def test_an_unlisted_api_is_named(self):
+                class Other(ChatApi):
+                    pass
+                with pytest.raises(LookupError, match=r"Other is not among TestEverything.mock_apis \\(ChatApi\\): add it"):
+                    self.api(Other)
+
+        class TestNoClock(IntegrationTest):
+            def test_clock_without_marker(self):
+                with pytest.raises(pytest.UsageError, match=r"mark the class or the test with @pytest.mark.clock"):
+                    self.clock
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=4, errors=1)  # the uncalled route: passed, then an error at teardown
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of TestEverything.test_an_uncalled_route_fails_at_teardown*"]
+    )
+    result.stdout.fnmatch_lines(
+        ["*RouteNotCalledError: These routes of ChatApi were expected but not called as declared:*"]
+    )
+
+
+def test_mock_apis_share_the_registered_fixture(tester: pytest.Pytester) -> None:
+    """A class listed in mock_apis and registered as a fixture is one mock, not two."""
+    tester.makepyfile(
+        """
+        import httpx
+        from conftest import ChatApi
+        from harness import IntegrationTest, register_api
+
+        register_api(ChatApi)
+
+        class TestShared(IntegrationTest):
+            mock_apis = (ChatApi,)
+
+            async def test_one_mock(self, chat_api):
+                assert self.api(ChatApi) is chat_api
+                async with httpx.AsyncClient() as http:
+                    await http.post("https://chat.example/messages")
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+
+
+def test_client_without_an_app_says_how_to_give_one(harness_pytester: pytest.Pytester) -> None:
+    """Without a harness_app fixture the base class still runs; self.client names the fix."""
+    harness_pytester.makepyfile(
+        """
+        import pytest
+        from harness import IntegrationTest
+
+        class TestNoApp(IntegrationTest):
+            def test_client(self):
+                with pytest.raises(pytest.UsageError, match="define a `harness_app` fixture in conftest.py"):
+                    self.client
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+
+
+def test_real_commits_are_seen_by_other_connections_and_cleaned_after(tester: pytest.Pytester) -> None:
+    """RealCommitsTest: gather over separate sessions works; rows go after each test and the class."""
+    tester.makepyfile(
+        """
+        import asyncio
+        from conftest import SessionLocal, Member, Team, count
+        from harness import IntegrationTest, RealCommitsTest
+
+        class TestWorkers(RealCommitsTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                cls.team = Team(name="core")
+                session.add(cls.team)
+
+            async def test_parallel_sessions_commit(self, db_engine):
+                async def worker(name):
+                    async with SessionLocal() as own:
+                        own.add(Member(name=name, team_id=self.team.id))
+                        await asyncio.sleep(0)
+                        await own.commit()
+
+                await asyncio.gather(*(worker(n) for n in "abc"))
+                async with db_engine.connect() as other:
+                    members = (await other.exec_driver_sql("SELECT count(*) FROM members")).scalar()
+                assert members == 3
+
+            async def test_the_class_data_stays_and_test_rows_went(self):
+                assert await count(self.db, Team) == 1
+                assert await count(self.db, Member) == 0
+
+            async def test_through_the_app(self):
+                assert (await self.client.post("/teams", params={"name": "b"})).json() == {"teams": 2}
+
+        class TestAfterwards(IntegrationTest):
+            async def test_everything_went(self):
+                assert await count(self.db, Team) == 0
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+
+
+def test_real_commits_that_delete_earlier_rows_fail_the_test(tester: pytest.Pytester) -> None:
+    """Deleting class data for real cannot be undone: the test errors at teardown, naming the table."""
+    tester.makepyfile(
+        """
+        from sqlalchemy import text
+        from conftest import Team
+        from harness import RealCommitsTest
+
+        class TestDeletes(RealCommitsTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                session.add(Team(name="core"))
+
+            async def test_deletes_it(self):
+                await self.db.execute(text("DELETE FROM teams"))
+                await self.db.commit()
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*IsolationError: Rows that existed before the commit scope were deleted for real: 1 of teams*"]
+    )

@@ -194,7 +194,10 @@ class _Freezegun:
     def __init__(self, instant: dt.datetime, tz_offset: dt.timedelta, ticking: bool) -> None:
         import freezegun
 
-        self._freezer = freezegun.freeze_time(instant, tz_offset=tz_offset, tick=ticking)
+        # pytest's own clock (--durations, junitxml times) keeps real time.
+        self._freezer = freezegun.freeze_time(
+            instant, tz_offset=tz_offset, tick=ticking, ignore=["_pytest.timing"]
+        )
 
     def start(self) -> None:
         from freezegun.api import FakeDatetime

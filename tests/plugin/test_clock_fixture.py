@@ -117,3 +117,21 @@ def test_the_database_is_built_before_time_freezes(harness_pytester: pytest.Pyte
         """
     )
     run(harness_pytester).assert_outcomes(passed=1)
+
+
+def test_pytest_durations_keep_real_time_under_the_clock(harness_pytester: pytest.Pytester) -> None:
+    """--durations measures a clock-marked test in real seconds, not from 2024 to now."""
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        def test_frozen():
+            pass
+        """
+    )
+    result = run(harness_pytester, "--durations=0", "-vv")
+    result.assert_outcomes(passed=1)
+    durations = [float(line.split("s ", 1)[0]) for line in result.stdout.lines if line.endswith("::test_frozen")]
+    assert durations
+    assert max(durations) < 60

@@ -132,6 +132,8 @@ def test_pytest_durations_keep_real_time_under_the_clock(harness_pytester: pytes
     )
     result = run(harness_pytester, "--durations=0", "-vv")
     result.assert_outcomes(passed=1)
-    durations = [float(line.split("s ", 1)[0]) for line in result.stdout.lines if line.endswith("::test_frozen")]
+    durations = [
+        float(line.split("s ", 1)[0]) for line in result.stdout.lines if line.endswith("::test_frozen")
+    ]
     assert durations
     assert max(durations) < 60

@@ -84,6 +84,7 @@ _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 # URL query keys and connect_args that would choose another database or server than the URL names.
 _REDIRECTING_KEYS = ("database", "dbname", "dsn", "db", "user_database")
 _SCOPE_KEY = "harness.scope"
+_LAZY_BEGIN = "harness_lazy_begin"
 
 # The session that factories and other helpers write through: set by the innermost active rollback
 # scope (or by harness.factories.use_session) and read with current_session().
@@ -285,9 +286,23 @@ def _fix_sqlite_transactions(engine: Engine) -> None:
         # thread, where a cursor would take three (create, execute, close).
         # Under real commits, concurrent transactions that read and then write would deadlock on
         # SQLite's lock upgrade (SQLITE_BUSY at once); IMMEDIATE makes them wait for the lock instead.
+        # The test's own session (a commit scope's) begins lazily instead, so its reads lock nothing.
+        if connection.get_execution_options().get(_LAZY_BEGIN, False):
+            return  # see _begin_before_writing
         guard = _guards.get(engine)
         begin = "BEGIN IMMEDIATE" if guard is not None and guard.commit_scopes else "BEGIN"
         await_(connection.connection.driver_connection.execute(begin))  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_before_writing(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        # A commit scope's own session reads outside a transaction, so each read sees what other
+        # connections committed (as READ COMMITTED does on PostgreSQL) and holds no lock that would
+        # stop them; its first write begins the transaction.
+        if not connection.get_execution_options().get(_LAZY_BEGIN, False):
+            return
+        driver = connection.connection.driver_connection
+        if not driver.in_transaction and _LEADING_NOISE.sub("", statement)[:6].upper() != "SELECT":  # type: ignore[union-attr]
+            await_(driver.execute("BEGIN"))  # type: ignore[union-attr]
 
 
 _TIMEOUT_NOTES = {
@@ -545,6 +560,12 @@ class RollbackScope:
         self._entered = True
         if isinstance(self.bind, AsyncSession):
             parent = self.bind.info.get(_SCOPE_KEY)
+            if isinstance(parent, CommitScope):
+                msg = (
+                    "rollback_scope() cannot nest in the session of a commit scope (RealCommitsTest): its "
+                    "commits are real. Pass the engine instead, to roll back on a connection of its own."
+                )
+                raise ScopeError(msg)
             if not isinstance(parent, RollbackScope):
                 msg = "rollback_scope() takes an AsyncEngine, or the session of an enclosing rollback scope to nest in; this session belongs to no scope."
                 raise ScopeError(msg)
@@ -726,7 +747,7 @@ class CommitScope:
         self._before = await _table_states(self.engine, self._tables, {})
         _guard(self.engine.sync_engine).commit_scopes += 1
         self.active = True
-        self.session = self.new_session()
+        self.session = self.new_session(bind=self.engine.execution_options(**{_LAZY_BEGIN: True}))
         self._outer_session = _current_session.get()
         _current_session.set(self.session)
         return self.session
@@ -736,7 +757,8 @@ class CommitScope:
         if not self.active:
             msg = "The commit scope has ended. Open a new scope with commit_scope()."
             raise ScopeError(msg)
-        session = AsyncSession(self.engine, **{"expire_on_commit": False, **self.session_options, **options})
+        kwargs = {"bind": self.engine, "expire_on_commit": False, **self.session_options, **options}
+        session = AsyncSession(**kwargs)
         session.info[_SCOPE_KEY] = self
         return session
 
@@ -768,34 +790,58 @@ class CommitScope:
         lost = []
         async with self.engine.begin() as connection:
             for table in reversed(self._tables):  # sorted parents first: delete children first
-                before, now = self._before[table.name], after[table.name]
+                before, now = self._before[table.fullname], after[table.fullname]
                 if before.keys is None:
                     if now.count:
                         await connection.execute(table.delete())
                     continue
                 assert now.keys is not None
-                if now.keys - before.keys:
-                    key = sqlalchemy.tuple_(*table.primary_key.columns)
-                    await connection.execute(table.delete().where(key.not_in(list(before.keys))))
+                added = list(now.keys - before.keys)
+                key = sqlalchemy.tuple_(*table.primary_key.columns)
+                for start in range(0, len(added), _DELETE_CHUNK):  # bounded: drivers cap parameters
+                    await connection.execute(
+                        table.delete().where(key.in_(added[start : start + _DELETE_CHUNK]))
+                    )
                 if missing := len(before.keys - now.keys):
-                    lost.append(f"{missing} of {table.name}")
+                    lost.append(f"{missing} of {table.fullname}")
         return lost
 
 
 async def _user_tables(engine: AsyncEngine) -> list[sqlalchemy.Table]:
     """The database's tables, parents before children; reflected again only when their names change."""
     async with engine.connect() as connection:
-        names = set(await connection.run_sync(lambda sync: sqlalchemy.inspect(sync).get_table_names()))
-        names.discard(_PROBE_TABLE)
+        names = await connection.run_sync(_table_names)
         tables = _reflected_tables.get(engine.sync_engine)
-        if tables is None or {t.name for t in tables} != names:
+        if tables is None or {(t.schema, t.name) for t in tables} != names:
             metadata = sqlalchemy.MetaData()
-            await connection.run_sync(lambda sync: metadata.reflect(sync, only=list(names)))
+
+            def reflect(sync: Connection) -> None:
+                for schema in {schema for schema, _ in names}:
+                    only = [name for s, name in names if s == schema]
+                    metadata.reflect(sync, schema=schema, only=only)
+
+            await connection.run_sync(reflect)
             with warnings.catch_warnings():  # a foreign-key cycle only changes the deletion order
                 warnings.simplefilter("ignore", SAWarning)
                 tables = list(metadata.sorted_tables)
             _reflected_tables[engine.sync_engine] = tables
     return tables
+
+
+def _table_names(connection: Connection) -> set[tuple[str | None, str]]:
+    """(schema, table) of every table: the default schema's (None) and, on PostgreSQL, the others'."""
+    inspector = sqlalchemy.inspect(connection)
+    schemas: list[str | None] = [None]
+    if connection.dialect.name == "postgresql":
+        default = inspector.default_schema_name
+        schemas += [
+            s
+            for s in inspector.get_schema_names()
+            if s != default and s != "information_schema" and not s.startswith("pg_")
+        ]
+    return {(schema, name) for schema in schemas for name in inspector.get_table_names(schema=schema)} - {
+        (None, _PROBE_TABLE)
+    }
 
 
 async def _table_states(
@@ -808,20 +854,20 @@ async def _table_states(
             chunk = tables[start : start + 400]
             counts = sqlalchemy.union_all(
                 *(
-                    sqlalchemy.select(sqlalchemy.literal(t.name), sqlalchemy.func.count()).select_from(t)
+                    sqlalchemy.select(sqlalchemy.literal(t.fullname), sqlalchemy.func.count()).select_from(t)
                     for t in chunk
                 )
             )
             for name, count in (await connection.execute(counts)).all():
                 states[name] = _TableState(count, None)
         for table in tables:
-            state = states[table.name]
-            had_rows = before[table.name].keys is not None if before else state.count > 0
+            state = states[table.fullname]
+            had_rows = before[table.fullname].keys is not None if before else state.count > 0
             if not had_rows:
                 continue
             if not table.primary_key.columns:
                 msg = (
-                    f"Table {table.name!r} has rows but no primary key, so harness cannot tell the rows a "
+                    f"Table {table.fullname!r} has rows but no primary key, so harness cannot tell the rows a "
                     "real-commit test adds from the ones it must keep. Give the table a primary key."
                 )
                 raise ScopeError(msg)
@@ -831,6 +877,7 @@ async def _table_states(
 
 
 _reflected_tables: WeakKeyDictionary[Engine, list[sqlalchemy.Table]] = WeakKeyDictionary()
+_DELETE_CHUNK = 500
 
 
 def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:

@@ -17,6 +17,7 @@ per session with a session loop (the fast setting on PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -36,7 +37,7 @@ from harness.apis import MockApi
 from harness.client import AppClient, app_client
 from harness.clock import Clock, freeze_time
 from harness.databases import Schema, TestDatabase, run_sync
-from harness.db import rollback_scope
+from harness.db import normalize_url, rollback_scope
 from harness.exceptions import ClockError, HarnessError
 from harness.factories import ModelFactory
 from harness.network import NetworkGuard, block_network
@@ -49,6 +50,7 @@ _NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
 _SEED = pytest.StashKey[int]()
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _CALL_FAILED = pytest.StashKey[bool]()
+_REFUSED = pytest.StashKey[str]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
 {nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_engine and db_session run in the \
@@ -59,7 +61,8 @@ test's asyncio marker."""
 
 _CLASS_DATA_LOOP = """\
 {cls} defines setup_class_data ({nodeid}), whose data lives on one database connection across the class's \
-tests, but tests and fixtures run in a new event loop per test, and a connection cannot move between event loops.
+tests, but its tests run in a {test_scope!r}-scoped event loop and fixtures in a {fixture_scope!r}-scoped one, \
+and a connection cannot move between event loops.
 Run them in a loop that outlives a test: set asyncio_default_fixture_loop_scope = "session" and \
 asyncio_default_test_loop_scope = "session" in your pytest configuration ("class" works too)."""
 
@@ -141,6 +144,11 @@ def pytest_configure(config: pytest.Config) -> None:
         + ", ".join(CATEGORIES)
         + ", or one added with the harness_categories ini key.",
     )
+    url = config.getoption("harness_database_url") or config.getini("harness_database_url")
+    with contextlib.suppress(HarnessError):  # a bad URL is reported when the database is built
+        # The driver is imported now, before any clock freezes: asyncpg imported under freezegun
+        # fails on its fake datetime class.
+        normalize_url(url or os.environ.get("HARNESS_DATABASE_URL"))
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     if (path := config.getoption("harness_summary")) and not workerinput:  # xdist: the controller writes it
         summary = RunSummary(path, config.getoption("harness_summary_compare"))
@@ -180,6 +188,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if (refused := item.stash.get(_REFUSED, None)) is not None:
+        pytest.fail(refused, pytrace=False)
     if not _randomly_reseeds(item.config):
         # Per test, not per run: a test's data does not depend on which tests ran before it.
         factory.random.reseed_random(f"{item.config.stash[_SEED]}:{item.nodeid}")  # type: ignore[no-untyped-call]
@@ -191,35 +201,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     fixture_scope = _fixture_loop_scope(config)
     for item in items:
-        _network_guard(item)  # a bad allow_network entry stops the run before any test
-        record_categories(item)  # and so does an unknown category
-        fixturenames = getattr(item, "fixturenames", None)
-        if item.get_closest_marker("clock") and fixturenames is not None and "clock" not in fixturenames:
-            fixturenames.insert(0, "clock")  # the marker alone freezes time, before other fixtures run
-        cls = getattr(item, "cls", None)
-        base_class = isinstance(cls, type) and issubclass(cls, IntegrationTest)
-        if (
-            isinstance(cls, type)
-            and issubclass(cls, IntegrationTest)
-            and cls.has_class_data()
-            and fixture_scope == "function"
-        ):
-            raise pytest.UsageError(_CLASS_DATA_LOOP.format(cls=cls.__qualname__, nodeid=item.nodeid))
-        uses_database = base_class or bool({"db_engine", "db_session"} & set(fixturenames or ()))
-        if uses_database and fixturenames is not None and "clock" in fixturenames:
-            # The database first: a driver imported under a frozen clock sees freezegun's fake datetime.
-            if "harness_database" in fixturenames:
-                fixturenames.remove("harness_database")
-            fixturenames.insert(fixturenames.index("clock"), "harness_database")
-        if not uses_database:
-            continue
-        if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
-            continue
-        test_scope = _test_loop_scope(item)
-        if test_scope != fixture_scope:
-            raise pytest.UsageError(
-                _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
+        try:
+            _check_item(item, fixture_scope, IntegrationTest)
+        except pytest.UsageError as error:
+            if not hasattr(config, "workerinput"):
+                raise
+            # An xdist worker cannot stop the run with a message (it becomes an INTERNALERROR):
+            # the test fails with it instead.
+            item.stash[_REFUSED] = str(error)
+
+
+def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
+    _network_guard(item)  # a bad allow_network entry stops the run before any test
+    record_categories(item)  # and so does an unknown category
+    fixturenames = getattr(item, "fixturenames", None)
+    if item.get_closest_marker("clock") and fixturenames is not None and "clock" not in fixturenames:
+        fixturenames.insert(0, "clock")  # the marker alone freezes time, before other fixtures run
+    cls = getattr(item, "cls", None)
+    base_class = isinstance(cls, type) and issubclass(cls, base)
+    class_data = base_class and cls.has_class_data()  # type: ignore[union-attr]
+    test_scope = _test_loop_scope(item)
+    if class_data and (fixture_scope == "function" or test_scope != fixture_scope):
+        raise pytest.UsageError(
+            _CLASS_DATA_LOOP.format(
+                cls=cls.__qualname__,  # type: ignore[union-attr]
+                nodeid=item.nodeid,
+                test_scope=test_scope,
+                fixture_scope=fixture_scope,
             )
+        )
+    uses_database = base_class or bool({"db_engine", "db_session", "app_client"} & set(fixturenames or ()))
+    if uses_database and fixturenames is not None and "clock" in fixturenames:
+        # Built before time freezes: a driver imported under freezegun sees its fake datetime, and
+        # class data would depend on which test of the class came first.
+        for name in ("harness_database", "_harness_class_data") if class_data else ("harness_database",):
+            if name in fixturenames:
+                fixturenames.remove(name)
+            fixturenames.insert(fixturenames.index("clock"), name)
+    if not uses_database or not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        return
+    if test_scope != fixture_scope:
+        raise pytest.UsageError(
+            _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
+        )
 
 
 def _network_guard(item: pytest.Item) -> NetworkGuard | None:
@@ -489,6 +513,14 @@ def register_factory(factory_class: F, fixture_name: str | None = None, /, **ove
     return factory_class
 
 
+_api_fixture_names: dict[type[MockApi], str] = {}
+
+
+def api_fixture_name(api_class: type[MockApi]) -> str:
+    """The name `register_api` gave the fixture of ``api_class`` (its default when not registered)."""
+    return _api_fixture_names.get(api_class) or api_class.fixture_name()
+
+
 def register_api(api_class: A, fixture_name: str | None = None, /) -> A:
     """Expose a `MockApi` subclass as a pytest fixture: call it in conftest.py.
 
@@ -501,6 +533,7 @@ def register_api(api_class: A, fixture_name: str | None = None, /) -> A:
         msg = f"register_api() takes a harness.MockApi subclass, got {api_class!r}."
         raise TypeError(msg)
     name = fixture_name or api_class.fixture_name()
+    _api_fixture_names[api_class] = name
 
     @pytest.fixture(name=name)
     def api_fixture(request: pytest.FixtureRequest) -> Iterator[MockApi]:

@@ -9,6 +9,9 @@ classmethod fills data shared by the class's tests, the async analogue of Django
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
@@ -18,8 +21,9 @@ from typing import Any, ClassVar, TypeVar
 import pytest
 import pytest_asyncio
 from sqlalchemy import inspect as inspect_instance
-from sqlalchemy.exc import NoInspectionAvailable
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import InstanceState
 
 from harness import plugin
 from harness.apis import MockApi
@@ -27,12 +31,14 @@ from harness.client import AppClient
 from harness.clock import Clock
 from harness.databases import TestDatabase
 from harness.db import commit_scope, rollback_scope
+from harness.exceptions import ScopeError
 from harness.queries import QueryLog, assert_max_queries, assert_num_queries
 from harness.timing import assert_completes_within, assert_not_slower_than, measure
 
 __all__ = ["IntegrationTest", "RealCommitsTest"]
 
 A = TypeVar("A", bound=MockApi)
+_UNSET = object()
 
 _NO_PLUGIN = (
     "{cls} is a harness base class, but the harness pytest plugin is not loaded, so it has no database "
@@ -47,25 +53,48 @@ class _ClassData:
     """What a class's ``setup_class_data`` made: its session, and the attributes it set."""
 
     session: AsyncSession
+    engine: AsyncEngine
     attributes: dict[str, Any]
 
 
-def _is_mapped(value: object) -> bool:
-    try:
-        inspect_instance(value)
-    except NoInspectionAvailable:
-        return False
-    return not isinstance(value, type)
+def _stored_instance(value: object) -> bool:
+    """Whether ``value`` is a mapped object with a row (persistent or detached), not a Select or a class."""
+    state = inspect_instance(value, raiseerr=False)
+    return isinstance(state, InstanceState) and state.key is not None
 
 
-async def _fresh_copy(session: AsyncSession, value: Any) -> Any:
-    """``value`` with every mapped object in it merged into ``session``: fresh instances, no query."""
-    if _is_mapped(value):
-        return await session.merge(value, load=False)
-    if isinstance(value, list | tuple):
-        return type(value)([await _fresh_copy(session, item) for item in value])
+async def _fresh_copy(session: AsyncSession, value: Any, name: str) -> Any:
+    """``value`` with every stored mapped object in it merged into ``session``: fresh instances, no query.
+
+    Mapped objects are found at the top level and inside lists, tuples (named ones too), sets,
+    dicts (keeping their type, such as defaultdict) and dataclasses; other values are shared as is.
+    """
+    if _stored_instance(value):
+        try:
+            return await session.merge(value, load=False)
+        except InvalidRequestError as error:
+            msg = (
+                f"setup_class_data's {name} ({type(value).__name__}) cannot be handed to the test as a fresh "
+                f"instance: {error}. Keep shared objects unchanged outside tests, and flush them in the hook."
+            )
+            raise ScopeError(msg) from None
+    if isinstance(value, list | set | frozenset):
+        return type(value)([await _fresh_copy(session, item, name) for item in value])
+    if isinstance(value, tuple):
+        items = [await _fresh_copy(session, item, name) for item in value]
+        return value._make(items) if hasattr(value, "_make") else type(value)(items)
     if isinstance(value, dict):
-        return {key: await _fresh_copy(session, item) for key, item in value.items()}
+        copied = copy.copy(value)  # keeps the type: defaultdict, OrderedDict
+        for key, item in value.items():
+            copied[key] = await _fresh_copy(session, item, name)
+        return copied
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            field.name: await _fresh_copy(session, getattr(value, field.name), name)
+            for field in dataclasses.fields(value)
+            if field.init
+        }
+        return dataclasses.replace(value, **changes)
     return value
 
 
@@ -124,8 +153,10 @@ class IntegrationTest:
                 raise TypeError(msg)
             if not isinstance(hook, classmethod):
                 cls.setup_class_data = classmethod(function)  # type: ignore[method-assign,assignment]
-        for name, value in list(cls.__dict__.items()):
-            # No per-method decorator, in strict mode too; sync tests stay unmarked (a mark warns).
+        for name in dir(cls):
+            # No per-method decorator, in strict mode too (mixins' tests included); sync tests stay
+            # unmarked (a mark on them warns).
+            value = inspect.getattr_static(cls, name)
             if name.startswith("test") and inspect.iscoroutinefunction(value):
                 marks = [mark.name for mark in getattr(value, "pytestmark", ())]
                 if "asyncio" not in marks:
@@ -196,16 +227,24 @@ class IntegrationTest:
     async def _harness_class_data(cls, harness_database: TestDatabase) -> AsyncIterator[_ClassData]:
         engine = harness_database.engine
         assert engine is not None
-        before = set(vars(cls))
+        before = dict(vars(cls))
         scope = commit_scope(engine) if cls.real_commits else rollback_scope(engine)
         try:
             async with scope as session:
                 await cls.setup_class_data(session)
                 await (session.commit() if cls.real_commits else session.flush())
-                yield _ClassData(session, {name: vars(cls)[name] for name in set(vars(cls)) - before})
+                made = {
+                    name: value
+                    for name, value in vars(cls).items()
+                    if name not in before or before[name] is not value
+                }
+                yield _ClassData(session, engine, made)
         finally:
-            for name in set(vars(cls)) - before:  # objects of a session that is gone
-                delattr(cls, name)
+            for name in [name for name, value in vars(cls).items() if before.get(name, _UNSET) is not value]:
+                if name in before:  # objects of a session that is gone: back to the class body's value
+                    setattr(cls, name, before[name])
+                else:
+                    delattr(cls, name)
             if engine.dialect.driver == "asyncpg":
                 await engine.dispose()  # its connections cannot outlive the event loop of the class
 
@@ -227,12 +266,11 @@ class IntegrationTest:
         if isinstance(parent, AsyncEngine):
             scope: Any = commit_scope(parent) if self.real_commits else rollback_scope(parent)
         else:
-            engine = parent.session.bind
-            scope = commit_scope(engine) if self.real_commits else rollback_scope(parent.session)  # type: ignore[arg-type]
+            scope = commit_scope(parent.engine) if self.real_commits else rollback_scope(parent.session)
         async with scope as session:
             if not isinstance(parent, AsyncEngine):
                 for name, value in parent.attributes.items():
-                    setattr(self, name, await _fresh_copy(session, value))
+                    setattr(self, name, await _fresh_copy(session, value, f"cls.{name}"))
             yield session
 
     @pytest.fixture(autouse=True)
@@ -240,21 +278,38 @@ class IntegrationTest:
         __tracebackhide__ = True
         _check_plugin(request)
         self.db = request.getfixturevalue("db_session")
-        if request.getfixturevalue("harness_app") is not plugin.NO_APP:
-            self._client = request.getfixturevalue("app_client")
-        if request.node.get_closest_marker("clock") is not None:
-            self._clock = request.getfixturevalue("clock")
         self._apis, started = {}, []
-        for api_class in self.mock_apis:
-            try:  # a registered fixture: the same mock as the test's argument
-                self._apis[api_class] = request.getfixturevalue(api_class.fixture_name())
-            except pytest.FixtureLookupError:
+        for api_class in self.mock_apis:  # before the app client: its lifespan may call them
+            fixture = plugin.api_fixture_name(api_class)
+            with contextlib.suppress(pytest.FixtureLookupError):  # a registered fixture: the test's own mock
+                self._apis[api_class] = request.getfixturevalue(fixture)
+            if api_class not in self._apis:
                 self._apis[api_class] = api_class().start()
                 started.append(self._apis[api_class])
-        yield
-        check = not plugin.call_failed(request.node)
-        for mock in reversed(started):
+        try:
+            if request.getfixturevalue("harness_app") is not plugin.NO_APP:
+                self._client = request.getfixturevalue("app_client")
+            if request.node.get_closest_marker("clock") is not None:
+                self._clock = request.getfixturevalue("clock")
+            yield
+        finally:
+            _stop_all(started, check=not plugin.call_failed(request.node))
+
+
+def _stop_all(mocks: list[MockApi], *, check: bool) -> None:
+    """Stop every mock, even after one fails its checks; then raise what failed."""
+    __tracebackhide__ = True
+    failures = []
+    for mock in reversed(mocks):
+        try:
             mock.stop(check=check)
+        except Exception as error:  # each mock's failure is kept
+            failures.append(error)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        msg = f"{len(failures)} mocks failed their checks"
+        raise ExceptionGroup(msg, failures)
 
 
 class RealCommitsTest(IntegrationTest):

@@ -137,3 +137,46 @@ def test_pytest_durations_keep_real_time_under_the_clock(harness_pytester: pytes
     ]
     assert durations
     assert max(durations) < 60
+
+
+def test_a_clock_marked_first_test_that_reaches_the_database_through_the_app(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """The driver is imported at start-up, so only the app's sessions touching it under the clock work."""
+    harness_pytester.makeconftest(
+        """
+        import pytest
+        from fastapi import Depends, FastAPI
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        SessionLocal = async_sessionmaker()
+        app = FastAPI()
+
+        async def get_db():
+            async with SessionLocal() as session:
+                yield session
+
+        @app.get("/one")
+        async def one(db=Depends(get_db)):
+            return {"one": (await db.execute(text("SELECT 1"))).scalar()}
+
+        @pytest.fixture
+        def harness_app():
+            return app
+
+        @pytest.fixture
+        def harness_app_bind():
+            return [SessionLocal, get_db]
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        async def test_first(app_client):
+            assert (await app_client.get("/one")).json() == {"one": 1}
+        """
+    )
+    run(harness_pytester).assert_outcomes(passed=1)

@@ -187,3 +187,24 @@ def test_a_summary_that_cannot_be_written_stops_the_run_at_start(
     result = run(harness_pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_an_unknown_category_under_xdist_fails_its_tests_with_the_message(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """An xdist worker cannot stop the run: the test errors with the same message."""
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.category("validaton")
+
+        def test_one():
+            pass
+        """
+    )
+    result = run(harness_pytester, "-n", "2", "-p", "xdist")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*unknown test category 'validaton' in @pytest.mark.category. Did you mean 'validation'?*"]
+    )

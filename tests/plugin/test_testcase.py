@@ -135,13 +135,17 @@ def test_async_methods_need_no_marker_in_strict_mode(tester: pytest.Pytester) ->
         from conftest import Team, count
         from harness import IntegrationTest
 
-        class TestStrict(IntegrationTest):
+        class Checks:  # a mixin of tests, not a harness class
+            async def test_from_the_mixin(self):
+                assert await count(self.db, Team) == 0
+
+        class TestStrict(Checks, IntegrationTest):
             async def test_runs(self):
                 assert await count(self.db, Team) == 0
         """
     )
     result = tester.runpytest_subprocess("-p", "no:randomly")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
 
 
 @pytest.mark.parametrize("loop_scope", ["class", "session"])
@@ -270,7 +274,8 @@ def test_class_data_in_per_test_event_loops_is_a_start_up_error(tester: pytest.P
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "ERROR: TestShared defines setup_class_data (*), whose data lives on one database connection*",
+            "ERROR: TestShared defines setup_class_data (*), whose data lives on one database connection across "
+            "the class's tests, but its tests run in a 'function'-scoped event loop and fixtures in a 'function'-scoped one, *",
             'Run them in a loop that outlives a test: set asyncio_default_fixture_loop_scope = "session" and '
             'asyncio_default_test_loop_scope = "session" in your pytest configuration ("class" works too).',
         ]
@@ -354,13 +359,13 @@ def test_mock_apis_share_the_registered_fixture(tester: pytest.Pytester) -> None
         from conftest import ChatApi
         from harness import IntegrationTest, register_api
 
-        register_api(ChatApi)
+        register_api(ChatApi, "chat")
 
         class TestShared(IntegrationTest):
             mock_apis = (ChatApi,)
 
-            async def test_one_mock(self, chat_api):
-                assert self.api(ChatApi) is chat_api
+            async def test_one_mock(self, chat):
+                assert self.api(ChatApi) is chat
                 async with httpx.AsyncClient() as http:
                     await http.post("https://chat.example/messages")
         """
@@ -417,7 +422,9 @@ def test_real_commits_are_seen_by_other_connections_and_cleaned_after(tester: py
                 assert await count(self.db, Member) == 0
 
             async def test_through_the_app(self):
+                assert await count(self.db, Team) == 1  # a read of the test's session locks nothing
                 assert (await self.client.post("/teams", params={"name": "b"})).json() == {"teams": 2}
+                assert await count(self.db, Team) == 2  # and the next read sees the app's commit
 
         class TestAfterwards(IntegrationTest):
             async def test_everything_went(self):
@@ -450,4 +457,181 @@ def test_real_commits_that_delete_earlier_rows_fail_the_test(tester: pytest.Pyte
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         ["*IsolationError: Rows that existed before the commit scope were deleted for real: 1 of teams*"]
+    )
+
+
+def test_class_data_in_containers_is_fresh_and_other_values_are_shared(tester: pytest.Pytester) -> None:
+    """Mapped objects in sets, named tuples, defaultdicts and dataclasses are copied; the rest is kept."""
+    tester.makepyfile(
+        """
+        import dataclasses
+        from collections import defaultdict, namedtuple
+        from sqlalchemy import select
+        from conftest import Team, count
+        from harness import IntegrationTest
+
+        Pair = namedtuple("Pair", "left right")
+
+        @dataclasses.dataclass
+        class Roster:
+            team: Team
+            size: int
+
+        class TestValues(IntegrationTest):
+            team = None  # declared in the class body, set by the hook
+
+            @classmethod
+            async def setup_class_data(cls, session):
+                cls.team = Team(name="core")
+                session.add(cls.team)
+                await session.flush()
+                cls.teams = {cls.team}
+                cls.pair = Pair(cls.team, 2)
+                cls.by_name = defaultdict(list, {"core": [cls.team]})
+                cls.roster = Roster(cls.team, 1)
+                cls.query = select(Team).where(Team.name == "core")
+                cls.template = Team(name="never stored")
+
+            async def test_changes_every_copy(self):
+                assert next(iter(self.teams)) is self.team is self.pair.left is self.roster.team
+                assert self.by_name["core"][0] is self.team and self.by_name["missing"] == []
+                assert (await self.db.scalars(self.query)).one() is self.team
+                assert self.template.name == "never stored"
+                self.team.name = "changed"
+
+            async def test_sees_none_of_it(self):
+                assert self.team.name == "core"
+                assert next(iter(self.teams)).name == "core"
+
+        def test_the_class_body_value_is_back():
+            assert TestValues.team is None and not hasattr(TestValues, "teams")
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
+def test_every_mock_is_stopped_and_reported_when_several_fail(tester: pytest.Pytester) -> None:
+    """Two mocks with unmatched requests: both are reported, and neither leaks into the next test."""
+    tester.makepyfile(
+        """
+        import httpx
+        from harness import IntegrationTest, MockApi, endpoint
+
+        class AApi(MockApi):
+            base_url = "https://a.example"
+            ping = endpoint("POST", "/ping")
+
+        class BApi(MockApi):
+            base_url = "https://b.example"
+            ping = endpoint("POST", "/ping")
+
+        class TestMocks(IntegrationTest):
+            mock_apis = (AApi, BApi)
+
+            async def test_both_unmatched(self):
+                async with httpx.AsyncClient() as http:
+                    for host in "ab":
+                        try:
+                            await http.get(f"https://{host}.example/nothing")
+                        except Exception:
+                            pass
+
+            async def test_next_starts_clean(self):
+                async with httpx.AsyncClient() as http:
+                    assert (await http.post("https://a.example/ping")).status_code == 200
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*2 mocks failed their checks*"])
+    result.stdout.fnmatch_lines(["*UnmatchedRequestError: BApi: 1 request(s)*"])
+    result.stdout.fnmatch_lines(["*UnmatchedRequestError: AApi: 1 request(s)*"])
+
+
+def test_mocks_are_active_in_the_app_lifespan_and_class_data_is_made_unfrozen(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """The app's start-up may call a mocked API; class data is made before any test's clock."""
+    use_loop(harness_pytester, "session")
+    harness_pytester.makeconftest(
+        """
+        import contextlib
+        import datetime as dt
+        import httpx
+        import pytest
+        from fastapi import FastAPI
+        from harness import MockApi, endpoint
+
+        class ConfApi(MockApi):
+            base_url = "https://conf.example"
+            config = endpoint("GET", "/config", json={"mode": "test"})
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            async with httpx.AsyncClient() as http:
+                app.state.mode = (await http.get("https://conf.example/config")).json()["mode"]
+            yield
+
+        app = FastAPI(lifespan=lifespan)
+
+        @app.get("/mode")
+        async def mode():
+            return {"mode": app.state.mode}
+
+        @pytest.fixture
+        def harness_app():
+            return app
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        import datetime as dt
+        import pytest
+        from conftest import ConfApi
+        from harness import IntegrationTest
+
+        class TestStartUp(IntegrationTest):
+            mock_apis = (ConfApi,)
+
+            @classmethod
+            async def setup_class_data(cls, session):
+                cls.made_at = dt.datetime.now()
+
+            @pytest.mark.clock("2024-01-15 10:00")
+            async def test_first_is_frozen(self):
+                assert (await self.client.get("/mode")).json() == {"mode": "test"}
+                assert self.made_at.year > 2024
+
+            async def test_second(self):
+                assert self.made_at.year > 2024
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_setup_errors_are_shown_under_xdist(tester: pytest.Pytester) -> None:
+    """A start-up refusal in an xdist worker fails the tests with the message, not an INTERNALERROR."""
+    use_loop(tester, "function")
+    tester.makepyfile(
+        """
+        from harness import IntegrationTest
+
+        class TestShared(IntegrationTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                pass
+
+            async def test_one(self):
+                pass
+        """
+    )
+    result = tester.runpytest_subprocess("-p", "no:randomly", "-n", "2", "-p", "xdist")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "TestShared defines setup_class_data (*), whose data lives on one database connection across*",
+            "Run them in a loop that outlives a test: set asyncio_default_fixture_loop_scope = *",
+        ]
     )

@@ -756,3 +756,47 @@ async def test_commit_scope_refuses_a_non_test_database(tmp_path: Path) -> None:
                 pass
     finally:
         await engine.dispose()
+
+
+async def test_commit_scope_cleans_after_tables_with_more_rows_than_a_statement_takes_parameters(
+    db_engine: AsyncEngine,
+) -> None:
+    """40,000 rows from before: the added row is deleted by its own key, within the drivers' limits."""
+    from sqlalchemy import insert
+
+    async with commit_scope(db_engine) as outer:
+        await outer.execute(insert(Campaign), [{"name": f"c{i}"} for i in range(40_000)])
+        await outer.commit()
+        async with commit_scope(db_engine) as inner:
+            inner.add(Campaign(name="added"))
+            await inner.commit()
+        assert await count_rows(db_engine) == {"campaigns": 40_000, "contacts": 0}
+    await assert_clean(db_engine)
+
+
+async def test_commit_scope_cleans_tables_of_other_schemas(db_engine: AsyncEngine, on_postgres: bool) -> None:
+    """On PostgreSQL, a table in a schema of its own is watched too."""
+    if not on_postgres:
+        pytest.skip("schemas are a PostgreSQL feature")
+    async with db_engine.begin() as connection:
+        await connection.execute(text("CREATE SCHEMA test_side"))
+        await connection.execute(text("CREATE TABLE test_side.events (id serial PRIMARY KEY)"))
+    try:
+        async with commit_scope(db_engine) as session:
+            await session.execute(text("INSERT INTO test_side.events DEFAULT VALUES"))
+            await session.commit()
+        async with db_engine.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM test_side.events"))).scalar() == 0
+    finally:
+        async with db_engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA test_side CASCADE"))
+
+
+async def test_a_rollback_scope_cannot_nest_in_a_commit_scope(db_engine: AsyncEngine) -> None:
+    """Its commits are real, so nesting is refused with what to pass instead."""
+    async with commit_scope(db_engine) as session:
+        with pytest.raises(
+            ScopeError, match=r"cannot nest in the session of a commit scope.*Pass the engine instead"
+        ):
+            async with rollback_scope(session):
+                pass

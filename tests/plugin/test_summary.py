@@ -42,7 +42,7 @@ TESTS = """
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:randomly", *args)
+    return pytester.runpytest("-p", "no:randomly", *args)
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -70,6 +71,14 @@ CONFTEST = """
 """
 
 
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run the inner suite: in this process on SQLite (fast); in a subprocess on PostgreSQL, where
+    asyncpg does not survive several inner runs in one process."""
+    if os.environ.get("HARNESS_DATABASE_URL"):
+        return pytester.runpytest_subprocess("-p", "no:randomly", *args)
+    return pytester.runpytest("-p", "no:randomly", *args)
+
+
 def use_loop(pytester: pytest.Pytester, scope: str, *, mode: str = "auto") -> None:
     """Rewrite the inner run's ini with this loop scope for fixtures and tests."""
     ini = (
@@ -123,7 +132,7 @@ def test_attributes_are_the_fixtures_of_the_test(tester: pytest.Pytester) -> Non
                 assert self.db is not None
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=4)
 
 
@@ -144,7 +153,7 @@ def test_async_methods_need_no_marker_in_strict_mode(tester: pytest.Pytester) ->
                 assert await count(self.db, Team) == 0
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=2)
 
 
@@ -192,7 +201,7 @@ def test_class_data_is_shared_and_each_test_gets_fresh_instances(
                 assert not hasattr(TestShared, "team")
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=3)
 
 
@@ -224,7 +233,7 @@ def test_a_failing_class_data_hook_rolls_back_cleanly(tester: pytest.Pytester) -
                 assert db_engine.sync_engine.pool.checkedout() == 1  # this test's connection only
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*RuntimeError: the hook broke*"])
 
@@ -244,7 +253,7 @@ def test_a_class_data_hook_that_is_not_async_is_refused(tester: pytest.Pytester)
                 pass
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -270,7 +279,7 @@ def test_class_data_in_per_test_event_loops_is_a_start_up_error(tester: pytest.P
                 pass
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
@@ -295,7 +304,7 @@ def test_a_base_class_without_the_plugin_says_how_to_load_it(tester: pytest.Pyte
                 pass
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly", "-p", "no:harness")
+    result = run(tester, "-p", "no:harness")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         ["*TestWithout is a harness base class, but the harness pytest plugin is not loaded*-p no:harness*"]
@@ -341,7 +350,7 @@ def test_clock_mocks_and_budgets_are_attributes(tester: pytest.Pytester) -> None
                     self.clock
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=4, errors=1)  # the uncalled route: passed, then an error at teardown
     result.stdout.fnmatch_lines(
         ["*ERROR at teardown of TestEverything.test_an_uncalled_route_fails_at_teardown*"]
@@ -370,7 +379,7 @@ def test_mock_apis_share_the_registered_fixture(tester: pytest.Pytester) -> None
                     await http.post("https://chat.example/messages")
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=1)
 
 
@@ -387,7 +396,7 @@ def test_client_without_an_app_says_how_to_give_one(harness_pytester: pytest.Pyt
                     self.client
         """
     )
-    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result = run(harness_pytester)
     result.assert_outcomes(passed=1)
 
 
@@ -431,7 +440,7 @@ def test_real_commits_are_seen_by_other_connections_and_cleaned_after(tester: py
                 assert await count(self.db, Team) == 0
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=4)
 
 
@@ -453,7 +462,7 @@ def test_real_commits_that_delete_earlier_rows_fail_the_test(tester: pytest.Pyte
                 await self.db.commit()
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         ["*IsolationError: Rows that existed before the commit scope were deleted for real: 1 of teams*"]
@@ -507,7 +516,7 @@ def test_class_data_in_containers_is_fresh_and_other_values_are_shared(tester: p
             assert TestValues.team is None and not hasattr(TestValues, "teams")
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=3)
 
 
@@ -542,7 +551,7 @@ def test_every_mock_is_stopped_and_reported_when_several_fail(tester: pytest.Pyt
                     assert (await http.post("https://a.example/ping")).status_code == 200
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly")
+    result = run(tester)
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*2 mocks failed their checks*"])
     result.stdout.fnmatch_lines(["*UnmatchedRequestError: BApi: 1 request(s)*"])
@@ -607,7 +616,7 @@ def test_mocks_are_active_in_the_app_lifespan_and_class_data_is_made_unfrozen(
                 assert self.made_at.year > 2024
         """
     )
-    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result = run(harness_pytester)
     result.assert_outcomes(passed=2)
 
 
@@ -627,7 +636,7 @@ def test_setup_errors_are_shown_under_xdist(tester: pytest.Pytester) -> None:
                 pass
         """
     )
-    result = tester.runpytest_subprocess("-p", "no:randomly", "-n", "2", "-p", "xdist")
+    result = run(tester, "-n", "2", "-p", "xdist")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [

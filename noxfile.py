@@ -58,7 +58,9 @@ def run_suite(session: nox.Session, backend: str, *url_args: str) -> None:
     # The library and plugin tests run in two xdist workers (per-worker databases); the example
     # suite and the documentation's examples are projects of their own, run as a user would.
     session.run("pytest", "-n", "2", "-p", "xdist", *url_args, *session.posargs)
-    session.run("pytest", "tests/example", f"--harness-summary=.reports/example-{backend}.json", *url_args)
+    # The example under xdist, as users run it (`nox -s example` runs it in one process).
+    summary = f"--harness-summary=.reports/example-{backend}.json"
+    session.run("pytest", "tests/example", "-n", "2", "-p", "xdist", summary, *url_args)
     session.run("pytest", "docs/examples", *url_args)
 
 

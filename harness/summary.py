@@ -8,6 +8,7 @@ the workers send.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import difflib
 import json
@@ -175,7 +176,7 @@ class RunSummary:
 
     def build(self, exitstatus: int = 0) -> dict[str, Any]:
         """The summary as a dict: what `pytest_sessionfinish` writes."""
-        counts = {name: sum(1 for o in self.outcomes.values() if o == name) for name in _all_outcomes()}
+        counts = collections.Counter(self.outcomes.values())
         by_category: dict[str, list[str]] = {}
         for nodeid in sorted(self.outcomes):
             for category in self.categories.get(nodeid, ()):
@@ -209,10 +210,6 @@ class RunSummary:
             },
             "outcomes": dict(sorted(self.outcomes.items())),
         }
-
-
-def _all_outcomes() -> tuple[str, ...]:
-    return ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 
 def _ordered(categories: Iterable[str]) -> list[str]:

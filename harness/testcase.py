@@ -250,7 +250,6 @@ class IntegrationTest:
 
     @pytest.fixture
     def _harness_scope_parent(self, request: pytest.FixtureRequest) -> _ClassData | AsyncEngine:
-        _check_plugin(request)
         if type(self).has_class_data():
             data: _ClassData = request.getfixturevalue("_harness_class_data")
             return data

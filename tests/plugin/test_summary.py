@@ -208,3 +208,16 @@ def test_an_unknown_category_under_xdist_fails_its_tests_with_the_message(
     result.stdout.fnmatch_lines(
         ["*unknown test category 'validaton' in @pytest.mark.category. Did you mean 'validation'?*"]
     )
+
+
+def test_a_category_marker_without_a_category_is_refused(harness_pytester: pytest.Pytester) -> None:
+    """@pytest.mark.category() with no name stops the run and lists the known categories."""
+    harness_pytester.makepyfile("import pytest\n\n@pytest.mark.category()\ndef test_one():\n    pass\n")
+    result = run(harness_pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: *::test_one: @pytest.mark.category() needs at least one category, e.g. "
+            "@pytest.mark.category('validation'). Known: end-to-end, *"
+        ]
+    )

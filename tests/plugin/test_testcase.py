@@ -644,3 +644,32 @@ def test_setup_errors_are_shown_under_xdist(tester: pytest.Pytester) -> None:
             "Run them in a loop that outlives a test: set asyncio_default_fixture_loop_scope = *",
         ]
     )
+
+
+def test_shared_objects_changed_outside_a_test_are_named(tester: pytest.Pytester) -> None:
+    """Changing the class's own object (not the test's copy) makes the next copy fail, naming the attribute."""
+    tester.makepyfile(
+        """
+        from conftest import Team
+        from harness import IntegrationTest
+
+        class TestMisuse(IntegrationTest):
+            @classmethod
+            async def setup_class_data(cls, session):
+                cls.team = Team(name="core")
+                session.add(cls.team)
+
+            async def test_changes_the_class_object(self):
+                type(self).team.name = "changed behind harness's back"
+
+            async def test_next(self):
+                pass
+        """
+    )
+    result = run(tester)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ScopeError: setup_class_data's cls.team (Team) cannot be handed to the test as a fresh instance: *"
+        ]
+    )

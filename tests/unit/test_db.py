@@ -800,3 +800,26 @@ async def test_a_rollback_scope_cannot_nest_in_a_commit_scope(db_engine: AsyncEn
         ):
             async with rollback_scope(session):
                 pass
+
+
+async def test_a_commit_scope_is_used_once_and_makes_no_sessions_after_it_ends(
+    db_engine: AsyncEngine,
+) -> None:
+    """Entering it twice, or asking the ended scope for a session, is a ScopeError that says what to do."""
+    scope = commit_scope(db_engine)
+    async with scope:
+        pass
+    with pytest.raises(
+        ScopeError, match=r"The commit scope has ended\. Open a new scope with commit_scope\(\)\."
+    ):
+        scope.new_session()
+    with pytest.raises(ScopeError, match=r"already used\. Call commit_scope\(\) again for a new scope\."):
+        async with scope:
+            pass
+
+
+async def test_commit_scope_takes_an_engine() -> None:
+    """A session (or anything else) instead of an engine is a TypeError naming what it got."""
+    with pytest.raises(TypeError, match=r"commit_scope\(\) takes an AsyncEngine, got AsyncSession\."):
+        async with commit_scope(AsyncSession()):  # type: ignore[arg-type]
+            pass

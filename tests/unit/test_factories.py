@@ -11,8 +11,9 @@ from typing import Any
 import factory
 import factory.random
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import ForeignKey, String, event, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from harness import (
     FactoryError,
@@ -532,3 +533,179 @@ def test_creating_outside_an_awaited_create_is_refused() -> None:
         FactoryError, match=r"OwnerFactory can only create inside `await OwnerFactory.create\(\)`"
     ):
         OwnerFactory._generate(factory.enums.CREATE_STRATEGY, {})
+
+
+# -- Core inserts, and the ORM's flush where something depends on it ----------------------------
+
+
+class TagBase(DeclarativeBase):
+    pass
+
+
+class Tag(TagBase):
+    """A primary key from a Python default, children through a one-to-many with no backref."""
+
+    __tablename__ = "factory_tags"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(30))
+    labels: Mapped[list[Label]] = relationship()
+
+
+class Label(TagBase):
+    __tablename__ = "factory_labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(30))
+    tag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("factory_tags.id"))
+
+
+class LabelFactory(ModelFactory[Label]):
+    class Meta:
+        model = Label
+
+    text = factory.Sequence(lambda n: f"label {n}")
+    tag_id = None  # given by the tag's one-to-many at insert time
+
+
+class TagFactory(ModelFactory[Tag]):
+    class Meta:
+        model = Tag
+
+    name = factory.Sequence(lambda n: f"tag {n}")
+    labels = factory.List([factory.SubFactory(LabelFactory) for _ in range(2)])
+
+
+@pytest.fixture
+def orm_flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the ORM's flush ran with something to insert."""
+    flushes: list[int] = []
+    flush = Session._flush
+
+    def counted(self: Session, objects: Any = None) -> None:
+        if self.new:
+            flushes.append(len(self.new))
+        flush(self, objects)
+
+    monkeypatch.setattr(Session, "_flush", counted)
+    return flushes
+
+
+async def test_plain_batches_skip_the_orm_flush(db_session: AsyncSession, orm_flushes: list[int]) -> None:
+    contacts = await ContactFactory.create_batch(20)
+
+    assert orm_flushes == []
+    assert all(contact in db_session and inspect(contact).persistent for contact in contacts)
+
+
+async def test_keys_land_on_the_objects_they_belong_to(db_session: AsyncSession) -> None:
+    contacts = await ContactFactory.create_batch(40)
+
+    stored = {row.id: row for row in (await db_session.execute(select(Contact.__table__))).all()}
+    for contact in contacts:
+        assert stored[contact.id].phone == contact.phone
+        assert stored[contact.id].campaign_id == contact.campaign.id == contact.campaign_id
+
+
+async def test_python_defaults_land_on_the_objects_without_a_select(
+    db_session: AsyncSession, db_engine: AsyncEngine
+) -> None:
+    with capture_queries(db_engine) as log:
+        campaigns = await CampaignFactory.create_batch(3)
+
+    assert [campaign.daily_limit for campaign in campaigns] == [125, 125, 125]
+    assert not [
+        q.sql for q in log.queries if q.sql.lstrip().upper().startswith("SELECT") and "daily_limit" in q.sql
+    ]
+
+
+async def test_python_default_keys_and_one_to_many_without_backref(
+    db_session: AsyncSession, orm_flushes: list[int]
+) -> None:
+    connection = await db_session.connection()
+    await connection.run_sync(TagBase.metadata.create_all)  # rolled back with the test's scope
+
+    tags = await TagFactory.create_batch(3)
+
+    assert orm_flushes == []
+    stored = (await db_session.execute(select(Label.tag_id, Label.text))).all()
+    assert sorted(stored, key=lambda row: row.text) == sorted(
+        ((tag.id, label.text) for tag in tags for label in tag.labels), key=lambda row: row[1]
+    )
+    assert all(isinstance(tag.id, uuid.UUID) for tag in tags)
+
+
+async def test_a_parent_the_session_holds_keeps_its_collection_loaded_and_unchanged(
+    db_session: AsyncSession, db_engine: AsyncEngine
+) -> None:
+    campaign = await CampaignFactory.create()
+    contacts = await ContactFactory.create_batch(3, campaign=campaign)
+
+    assert campaign.contacts == contacts
+    assert not db_session.is_modified(campaign)
+    with capture_queries(db_engine) as log:
+        await db_session.flush()
+    assert log.queries == []
+
+
+async def test_a_parent_collection_not_loaded_yet_loads_each_child_once(db_session: AsyncSession) -> None:
+    campaign = await CampaignFactory.create()
+    db_session.expire(campaign, ["contacts"])
+
+    contacts = await ContactFactory.create_batch(3, campaign=campaign)
+
+    assert sorted(c.id for c in await campaign.awaitable_attrs.contacts) == sorted(c.id for c in contacts)
+
+
+async def test_objects_of_a_rolled_back_savepoint_are_expunged_as_after_a_flush(
+    db_session: AsyncSession,
+) -> None:
+    savepoint = await db_session.begin_nested()
+    contact = await ContactFactory.create()
+    await savepoint.rollback()
+
+    assert inspect(contact).transient
+    assert contact not in db_session
+    assert await db_session.scalar(select(func.count()).select_from(Contact)) == 0
+
+
+async def test_session_flush_listeners_still_see_factory_rows(
+    db_session: AsyncSession, orm_flushes: list[int]
+) -> None:
+    seen: list[Any] = []
+
+    def before_flush(session: Session, *_: Any) -> None:
+        seen.extend(obj for obj in session.new if isinstance(obj, Contact))
+
+    event.listen(db_session.sync_session, "before_flush", before_flush)
+    try:
+        contacts = await ContactFactory.create_batch(2)
+    finally:
+        event.remove(db_session.sync_session, "before_flush", before_flush)
+
+    assert orm_flushes
+    assert sorted(map(id, seen)) == sorted(map(id, contacts))
+
+
+async def test_mapper_insert_listeners_still_run_for_factory_rows(db_session: AsyncSession) -> None:
+    inserted: list[str] = []
+
+    def before_insert(_mapper: Any, _connection: Any, contact: Contact) -> None:
+        inserted.append(contact.phone)
+
+    event.listen(Contact, "before_insert", before_insert)
+    try:
+        contacts = await ContactFactory.create_batch(3)
+    finally:
+        event.remove(Contact, "before_insert", before_insert)
+
+    assert sorted(inserted) == sorted(contact.phone for contact in contacts)
+
+
+async def test_a_sql_expression_as_a_value_is_inserted_by_the_orm(
+    db_session: AsyncSession, orm_flushes: list[int]
+) -> None:
+    contact = await ContactFactory.create(phone=func.lower("+1555ABC"))
+
+    assert orm_flushes == [2]  # the contact and its campaign
+    assert contact.phone == "+1555abc"  # loaded after the insert, no lazy load

@@ -19,7 +19,7 @@ import re
 import sys
 import uuid
 import warnings
-from collections.abc import Coroutine, Generator, Iterator
+from collections.abc import Coroutine, Generator, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
@@ -41,7 +41,7 @@ from sqlalchemy.orm import (
     Session,
     configure_mappers,
 )
-from sqlalchemy.orm.attributes import get_history, instance_state, set_committed_value
+from sqlalchemy.orm.attributes import History, get_history, instance_state, set_committed_value
 from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.schema import sort_tables
@@ -102,6 +102,7 @@ class _ModelPlan:
     key_columns: list[tuple[str, Column[Any]]] = field(default_factory=list)
     column_keys: list[str] = field(default_factory=list)
     null_when_unset: list[str] = field(default_factory=list)  # column keys
+    none_as_value: frozenset[str] = frozenset()  # attributes whose None is a value (JSON null), not "unset"
     links: list[_Link] = field(default_factory=list)
 
 
@@ -115,6 +116,7 @@ class _Link:
     uselist: bool
     back_populates: str | None
     unsupported: bool  # many-to-many or post_update: the ORM's flush inserts these
+    other_table: Any  # the related class's table
 
 
 _plans: dict[type, _ModelPlan] = {}
@@ -193,8 +195,17 @@ def _plan_core_insert(plan: _ModelPlan) -> None:
                         for source, target in rel.synchronize_pairs
                     ],
                     bool(rel.uselist),
-                    rel.back_populates,
+                    rel.back_populates
+                    or next(
+                        (
+                            r.key
+                            for r in rel.mapper.relationships
+                            if r.back_populates == rel.key and r.mapper is mapper
+                        ),
+                        None,
+                    ),
                     rel.secondary is not None or rel.post_update,
+                    rel.mapper.local_table,
                 )
             )
     except UnmappedColumnError:  # a foreign key the class does not map: the ORM knows what to do
@@ -211,6 +222,7 @@ def _plan_core_insert(plan: _ModelPlan) -> None:
         and column.server_default is None
         and not column.type.should_evaluate_none
     ]
+    plan.none_as_value = frozenset(key for key, column in columns if column.type.should_evaluate_none)
     plan.columns = columns
 
 
@@ -364,6 +376,10 @@ class ModelFactory(Factory[T]):
             # One creation at a time per session (asyncio.gather of creates): a flush cannot start
             # while another is running. Async hooks run after, unlocked: they may create in turn.
             async with session.info.setdefault(_LOCK_KEY, asyncio.Lock()):
+                if session.new or session.dirty or session.deleted:
+                    # The test's own pending changes first, as the flush of the batch would have
+                    # sent them: the batch then goes in on its own (see _core_insert_order).
+                    await session.flush()
                 token = _building.set(batch)
                 try:
                     generate = cls._generate
@@ -560,30 +576,34 @@ class _Batch:
         dialect = session.get_bind().dialect.name
         if dialect == "sqlite":
             await self._assign_sqlite_keys(session)
-        tables = self._core_insert_order(session, returning=dialect == "postgresql")
+        plan = self._core_insert_order(session, returning=dialect == "postgresql")
         try:
-            if tables is None:
+            if plan is None:
                 session.add_all([instance for instance, _ in self.objects])
                 await session.flush()
             else:
-                await self._insert_with_core(session, tables)
+                await self._insert_with_core(session, *plan)
         except DBAPIError as error:
             raise FactoryError(self._explain(error)) from error
         await self._load_what_is_missing(session)
 
-    def _core_insert_order(self, session: AsyncSession, *, returning: bool) -> list[_TableRows] | None:
+    def _core_insert_order(
+        self, session: AsyncSession, *, returning: bool
+    ) -> tuple[list[_TableRows], list[tuple[Any, str, History]]] | None:
         """The batch's objects table by table, parents first, if Core can insert them; else None.
 
         The ORM's unit of work costs ~100 µs per object, ten times the INSERT itself. Core inserts
         the same rows when nothing depends on the flush: no flush or insert events, no many-to-many
         rows or post-updates, no parent the batch does not insert and the session does not hold,
         and every primary key known before the INSERT or read back in order (``returning``).
+        Also returns the persistent parents whose collection a backref appended to, with its history.
         """
         sync = session.sync_session
         if any(getattr(sync.dispatch, name) for name in _FLUSH_EVENTS):
             return None
         mine = {instance_state(instance) for instance, _ in self.objects}
         by_class: dict[type, _TableRows] = {}
+        touched: dict[tuple[int, str], tuple[Any, str, History]] = {}
         for instance, _ in self.objects:
             rows = by_class.get(type(instance))
             if rows is None:
@@ -614,8 +634,14 @@ class _Batch:
                         for one, _ in link.pairs:
                             if one not in value.__dict__:  # expired: the ORM loads it
                                 return None
+                        reverse = link.back_populates
+                        if reverse and (id(value), reverse) not in touched and reverse in value.__dict__:
+                            history = get_history(value, reverse, passive=PASSIVE_NO_INITIALIZE)
+                            if history.deleted:  # a one-to-one child replaced: the ORM updates the old one
+                                return None
+                            touched[id(value), reverse] = (value, reverse, history)
                 else:
-                    for child in value if link.uselist else (value,):
+                    for child in _members(value, link.uselist):
                         child_state = instance_state(child)
                         if child_state not in mine or child_state.mapper.local_table is rows.table:
                             return None
@@ -630,19 +656,35 @@ class _Batch:
                 ):
                     return None
             rows.instances.append(instance)
-        order = {table: n for n, table in enumerate(sort_tables({rows.table for rows in by_class.values()}))}
-        return sorted(by_class.values(), key=lambda rows: order[rows.table])
+        tables = {rows.table for rows in by_class.values()}
+        depends: set[
+            tuple[Any, Any]
+        ] = {  # relationships as well as foreign keys: a primaryjoin may have no ForeignKey
+            (link.other_table, rows.table) if link.many_to_one else (rows.table, link.other_table)
+            for rows in by_class.values()
+            for link in rows.plan.links
+            if link.other_table in tables and link.other_table is not rows.table
+        }
+        with warnings.catch_warnings(record=True) as cycles:
+            warnings.simplefilter("always")
+            order = {
+                table: n for n, table in enumerate(sort_tables(tables, extra_dependencies=list(depends)))
+            }
+        if cycles:  # tables that point at each other: the ORM orders the rows one by one
+            return None
+        return sorted(by_class.values(), key=lambda rows: order[rows.table]), list(touched.values())
 
-    async def _insert_with_core(self, session: AsyncSession, tables: list[_TableRows]) -> None:
+    async def _insert_with_core(
+        self, session: AsyncSession, tables: list[_TableRows], touched: list[tuple[Any, str, History]]
+    ) -> None:
         """INSERT each table's rows with one executemany, then make the objects persistent in the session."""
         connection = await session.connection()  # not session.execute(): no autoflush
-        touched: dict[tuple[int, str], Any] = {}  # persistent parents whose collection a backref appended to
         filled_by_database: list[
             tuple[list[Any], list[str]]
         ] = []  # expired, then loaded like server defaults
         for rows in tables:
             attribute = rows.plan.attribute_of
-            for sent_columns, (instances, params) in rows.groups(touched).items():
+            for sent_columns, (instances, params) in rows.groups().items():
                 statement = insert(rows.table)
                 returned = [
                     c for c in rows.table.primary_key if c.key not in sent_columns and not _prefetched(c)
@@ -652,7 +694,9 @@ class _Batch:
                 result = await connection.execute(statement, params)
                 prefetched = result.context.prefetch_cols or ()
                 for column in prefetched:  # Python-side defaults Core computed for each row
-                    key = attribute[column]
+                    key = attribute.get(column)
+                    if key is None:  # a column the class does not map
+                        continue
                     for instance, sent in zip(instances, result.context.compiled_parameters, strict=True):
                         instance.__dict__[key] = sent[column.key]
                 if returned:
@@ -669,8 +713,9 @@ class _Batch:
             for instance in instances:
                 session.sync_session.expire(instance, keys)
         mine = {id(instance) for instance, _ in self.objects}
-        for (_, key), parent in touched.items():
-            _settle_backref(parent, key, mine)
+        for parent, key, history in touched:
+            if all(id(child) in mine for child in history.added):  # else the next flush writes the rest
+                _commit_backref(parent, key)
 
     def _check_values(self) -> None:
         """Refuse values the database would refuse (or, on SQLite, silently keep) before the INSERT."""
@@ -775,8 +820,8 @@ class _Batch:
         for mapper, instances in expired.items():
             (key_column,) = mapper.primary_key if len(mapper.primary_key) == 1 else (None,)
             if key_column is None:
-                for instance in instances:
-                    await session.refresh(instance)
+                for instance in instances:  # only what is missing: a bare refresh unloads relationships
+                    await session.refresh(instance, list(instance_state(instance).expired_attributes))
                 continue
             key = mapper.get_property_by_column(key_column).key
             for start in range(0, len(instances), _REFRESH_CHUNK):
@@ -834,9 +879,7 @@ class _TableRows:
     table: Table
     instances: list[Any] = field(default_factory=list)
 
-    def groups(
-        self, touched: dict[tuple[int, str], Any]
-    ) -> dict[tuple[str, ...], tuple[list[Any], list[dict[str, Any]]]]:
+    def groups(self) -> dict[tuple[str, ...], tuple[list[Any], list[dict[str, Any]]]]:
         """Rows as the ORM would send them (unset and None values left to defaults), by the columns they set.
 
         Foreign keys are taken from the parents first (inserted before, or persistent). One
@@ -846,6 +889,7 @@ class _TableRows:
         sent = [(key, column.key) for key, column in self.plan.columns or ()]
         parents = [link for link in self.plan.links if link.many_to_one]
         null_when_unset = self.plan.null_when_unset
+        none_as_value = self.plan.none_as_value
         for instance in self.instances:
             values = instance.__dict__
             for link in parents:
@@ -854,10 +898,12 @@ class _TableRows:
                     parent_values = parent.__dict__
                     for one, many in link.pairs:
                         values[many] = parent_values[one]
-                    if link.back_populates and instance_state(parent).key is not None:
-                        touched[id(parent), link.back_populates] = parent
             get = values.get
-            row = {name: value for key, name in sent if (value := get(key)) is not None}
+            row = {
+                name: value
+                for key, name in sent
+                if (value := get(key)) is not None or (key in none_as_value and key in values)
+            }
             for name in null_when_unset:
                 if name not in row:
                     row[name] = None
@@ -874,11 +920,19 @@ class _TableRows:
         for instance in self.instances:
             values = instance.__dict__
             for link in children:
-                value = values.get(link.key)
-                for child in (value if link.uselist else (value,)) if value is not None else ():
+                for child in _members(values.get(link.key), link.uselist):
                     child_values = child.__dict__
                     for one, many in link.pairs:
                         child_values[many] = values[one]
+
+
+def _members(value: Any, uselist: bool) -> Iterable[Any]:
+    """The objects a relationship value holds: a collection's members (a dict's values), or the one object."""
+    if value is None:
+        return ()
+    if not uselist:
+        return (value,)
+    return value.values() if isinstance(value, dict) else value
 
 
 def _linked(plan: _ModelPlan, values: dict[str, Any], key: str) -> bool:
@@ -911,21 +965,16 @@ def _make_persistent(session: Session, states: list[InstanceState[Any]]) -> None
     session._register_persistent(set(states))
 
 
-def _settle_backref(parent: Any, key: str, mine: set[int]) -> None:
+def _commit_backref(parent: Any, key: str) -> None:
     """Commit the collection a backref filled on a persistent parent, as a flush would have.
 
-    Left modified, the parent counts as changed and the next flush walks every child again. A
-    collection not loaded yet is left alone: loading it later merges the appends without doubles.
+    Left modified, the parent counts as changed and the next flush walks every child again. (A
+    collection not loaded yet is not touched: loading it later merges the appends without doubles.)
     """
     state = instance_state(parent)
-    if key not in state.dict:
-        return
-    history = get_history(parent, key, passive=PASSIVE_NO_INITIALIZE)
-    if history.deleted or any(id(child) not in mine for child in history.added):
-        return  # the test changed it too: the next flush writes those changes
     value = state.dict[key]
     if state.manager[key].impl.collection:
-        value = list(value.values() if isinstance(value, dict) else value)
+        value = list(_members(value, uselist=True))
     set_committed_value(parent, key, value)
 
 

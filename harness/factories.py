@@ -41,7 +41,7 @@ from sqlalchemy.orm import (
     Session,
     configure_mappers,
 )
-from sqlalchemy.orm.attributes import History, get_history, instance_state, set_committed_value
+from sqlalchemy.orm.attributes import get_history, instance_state, set_committed_value
 from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.schema import sort_tables
@@ -589,21 +589,22 @@ class _Batch:
 
     def _core_insert_order(
         self, session: AsyncSession, *, returning: bool
-    ) -> tuple[list[_TableRows], list[tuple[Any, str, History]]] | None:
+    ) -> tuple[list[_TableRows], list[InstanceState[Any]]] | None:
         """The batch's objects table by table, parents first, if Core can insert them; else None.
 
         The ORM's unit of work costs ~100 µs per object, ten times the INSERT itself. Core inserts
         the same rows when nothing depends on the flush: no flush or insert events, no many-to-many
         rows or post-updates, no parent the batch does not insert and the session does not hold,
         and every primary key known before the INSERT or read back in order (``returning``).
-        Also returns the persistent parents whose collection a backref appended to, with its history.
+        Also returns the persistent parents whose only change is the batch a backref appended to
+        their collection: they are committed with the batch, as the flush would have.
         """
         sync = session.sync_session
         if any(getattr(sync.dispatch, name) for name in _FLUSH_EVENTS):
             return None
         mine = {instance_state(instance) for instance, _ in self.objects}
         by_class: dict[type, _TableRows] = {}
-        touched: dict[tuple[int, str], tuple[Any, str, History]] = {}
+        parents: dict[InstanceState[Any], bool] = {}  # persistent parent -> commit it with the batch
         for instance, _ in self.objects:
             rows = by_class.get(type(instance))
             if rows is None:
@@ -635,11 +636,13 @@ class _Batch:
                             if one not in value.__dict__:  # expired: the ORM loads it
                                 return None
                         reverse = link.back_populates
-                        if reverse and (id(value), reverse) not in touched and reverse in value.__dict__:
+                        if reverse and parent not in parents and reverse in value.__dict__:
                             history = get_history(value, reverse, passive=PASSIVE_NO_INITIALIZE)
                             if history.deleted:  # a one-to-one child replaced: the ORM updates the old one
                                 return None
-                            touched[id(value), reverse] = (value, reverse, history)
+                            parents[parent] = set(parent.committed_state) <= {reverse} and all(
+                                instance_state(child) in mine for child in history.added
+                            )
                 else:
                     for child in _members(value, link.uselist):
                         child_state = instance_state(child)
@@ -657,9 +660,8 @@ class _Batch:
                     return None
             rows.instances.append(instance)
         tables = {rows.table for rows in by_class.values()}
-        depends: set[
-            tuple[Any, Any]
-        ] = {  # relationships as well as foreign keys: a primaryjoin may have no ForeignKey
+        # Relationships as well as foreign keys order the tables: a primaryjoin may have no ForeignKey.
+        depends: set[tuple[Any, Any]] = {
             (link.other_table, rows.table) if link.many_to_one else (rows.table, link.other_table)
             for rows in by_class.values()
             for link in rows.plan.links
@@ -672,16 +674,16 @@ class _Batch:
             }
         if cycles:  # tables that point at each other: the ORM orders the rows one by one
             return None
-        return sorted(by_class.values(), key=lambda rows: order[rows.table]), list(touched.values())
+        committed = [parent for parent, commit in parents.items() if commit]
+        return sorted(by_class.values(), key=lambda rows: order[rows.table]), committed
 
     async def _insert_with_core(
-        self, session: AsyncSession, tables: list[_TableRows], touched: list[tuple[Any, str, History]]
+        self, session: AsyncSession, tables: list[_TableRows], parents: list[InstanceState[Any]]
     ) -> None:
         """INSERT each table's rows with one executemany, then make the objects persistent in the session."""
         connection = await session.connection()  # not session.execute(): no autoflush
-        filled_by_database: list[
-            tuple[list[Any], list[str]]
-        ] = []  # expired, then loaded like server defaults
+        # Columns the database fills (server defaults): expired, then loaded like after a flush.
+        filled_by_database: list[tuple[list[Any], list[str]]] = []
         for rows in tables:
             attribute = rows.plan.attribute_of
             for sent_columns, (instances, params) in rows.groups().items():
@@ -708,14 +710,12 @@ class _Batch:
                 if unknown:
                     filled_by_database.append((instances, unknown))
             rows.give_keys_to_children()
-        _make_persistent(session.sync_session, [instance_state(instance) for instance, _ in self.objects])
+        _make_persistent(
+            session.sync_session, [instance_state(instance) for instance, _ in self.objects], parents
+        )
         for instances, keys in filled_by_database:
             for instance in instances:
                 session.sync_session.expire(instance, keys)
-        mine = {id(instance) for instance, _ in self.objects}
-        for parent, key, history in touched:
-            if all(id(child) in mine for child in history.added):  # else the next flush writes the rest
-                _commit_backref(parent, key)
 
     def _check_values(self) -> None:
         """Refuse values the database would refuse (or, on SQLite, silently keep) before the INSERT."""
@@ -953,29 +953,20 @@ def _known_after_insert(column: Column[Any], *, returning: bool) -> bool:
     return _prefetched(column) or (returning and column.table.autoincrement_column is column)
 
 
-def _make_persistent(session: Session, states: list[InstanceState[Any]]) -> None:
+def _make_persistent(
+    session: Session, states: list[InstanceState[Any]], parents: list[InstanceState[Any]]
+) -> None:
     """What ``flush()`` does with objects once their INSERT has run: pending, then persistent.
 
     These are the two private steps of SQLAlchemy's flush (measured: half the cost of
     ``make_transient_to_detached()`` and ``add()``, whose cascade walks what the batch already
     holds); they also leave the objects where a rollback expunges them, as flushed objects are.
+    ``parents`` (changed only by the batch's backrefs) are committed as the flush commits them:
+    clean, out of ``session.dirty``.
     """
     for state in states:
         session._save_impl(state)
-    session._register_persistent(set(states))
-
-
-def _commit_backref(parent: Any, key: str) -> None:
-    """Commit the collection a backref filled on a persistent parent, as a flush would have.
-
-    Left modified, the parent counts as changed and the next flush walks every child again. (A
-    collection not loaded yet is not touched: loading it later merges the appends without doubles.)
-    """
-    state = instance_state(parent)
-    value = state.dict[key]
-    if state.manager[key].impl.collection:
-        value = list(_members(value, uselist=True))
-    set_committed_value(parent, key, value)
+    session._register_persistent({*states, *parents})
 
 
 # Values that cannot be SQL expressions, checked first because they are nearly all of them.

@@ -643,6 +643,7 @@ async def test_a_parent_the_session_holds_keeps_its_collection_loaded_and_unchan
 
     assert campaign.contacts == contacts
     assert not db_session.is_modified(campaign)
+    assert campaign not in db_session.dirty
     with capture_queries(db_engine) as log:
         await db_session.flush()
     assert log.queries == []

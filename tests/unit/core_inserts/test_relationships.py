@@ -118,6 +118,7 @@ async def test_backref_keyword(db_session: AsyncSession, path: str) -> None:
     players = await PlayerFactory.create_batch(2, team=team)
     assert team.players == players
     assert not db_session.is_modified(team)
+    assert team not in db_session.dirty
 
 
 # pending object added by the test before create()

@@ -13,9 +13,10 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -300,6 +301,34 @@ async def test_nothing_leaks_in_a_shuffled_order(db_engine: AsyncEngine, seed: i
     random.Random(seed).shuffle(cases)
     for case in cases:
         await run_case(db_engine, case)
+
+
+async def test_savepoints_are_sent_as_plain_sql(db_engine: AsyncEngine) -> None:
+    """Savepoint statements skip SQLAlchemy's per-statement compile and still nest and roll back."""
+    engine = create_test_engine(db_engine.url)
+    sent: list[tuple[str, bool]] = []
+
+    def record(_c: Any, _cursor: Any, statement: str, _p: Any, context: Any, _many: bool) -> None:
+        if statement.split()[0] in ("SAVEPOINT", "RELEASE", "ROLLBACK"):
+            sent.append((statement, context.compiled is None))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with rollback_scope(engine) as session:
+            assert await session.scalar(text("SELECT 1")) == 1
+            await session.commit()
+            nested = await session.begin_nested()
+            assert await session.scalar(text("SELECT 2")) == 2
+            await nested.rollback()
+    finally:
+        await engine.dispose()
+    assert sent == [
+        ("SAVEPOINT sa_savepoint_1", True),
+        ("RELEASE SAVEPOINT sa_savepoint_1", True),
+        ("SAVEPOINT sa_savepoint_2", True),
+        ("SAVEPOINT sa_savepoint_3", True),
+        ("ROLLBACK TO SAVEPOINT sa_savepoint_3", True),
+    ]
 
 
 # -- Guards ------------------------------------------------------------------------------------------

@@ -14,5 +14,5 @@ from harness.factories import _Batch
 @pytest.fixture(params=["core", "orm"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "orm":
-        monkeypatch.setattr(_Batch, "_core_insert_order", lambda self, session, returning: None)
+        monkeypatch.setattr(_Batch, "_core_insert_order", lambda self, session, classes, returning: None)
     return str(request.param)

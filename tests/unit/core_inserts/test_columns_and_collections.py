@@ -127,3 +127,42 @@ async def test_renamed_columns(db_session: AsyncSession, path: str) -> None:
         )
     ).all()
     assert [tuple(r) for r in rows] == sorted((x.id, x.title, x.parent.id) for x in xs)
+
+
+class Task(B):
+    __tablename__ = "p_tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(10), default="open")
+    owner: Mapped[str] = mapped_column(String(10), server_default="nobody")
+    note: Mapped[str | None] = mapped_column(String(20))
+    done: Mapped[str | None] = mapped_column(String(10), nullable=True, server_default="no")
+
+
+class TaskFactory(ModelFactory[Task]):
+    class Meta:
+        model = Task
+
+    title = factory.Sequence(lambda n: f"t{n}")
+    # Every other row leaves these unset: its defaults apply, the others' values stay.
+    state = factory.Sequence(lambda n: "closed" if n % 2 else None)
+    owner = factory.Sequence(lambda n: "ann" if n % 2 else None)
+    note = factory.Sequence(lambda n: "a note" if n % 2 else None)
+    done = None
+
+
+async def test_rows_that_set_different_columns(db_session: AsyncSession, path: str) -> None:
+    await (await db_session.connection()).run_sync(B.metadata.create_all)
+    tasks = await TaskFactory.create_batch(4)
+    rows = (
+        await db_session.execute(text("select title, state, owner, note, done from p_tasks order by id"))
+    ).all()
+    odd = [int(task.title[1:]) % 2 for task in tasks]
+    assert odd in ([0, 1, 0, 1], [1, 0, 1, 0])
+    assert [tuple(row) for row in rows] == [
+        (task.title, *(("closed", "ann", "a note") if n else ("open", "nobody", None)), "no")
+        for n, task in zip(odd, tasks, strict=True)
+    ]
+    assert [(task.state, task.owner, task.done) for task in tasks] == [
+        (row.state, row.owner, "no") for row in rows
+    ]

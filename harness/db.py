@@ -413,10 +413,20 @@ def _guard(engine: Engine) -> _EngineGuard:
             )
             raise IsolationError(msg)
 
-    # The commit and statement guards hook the engine's dialect rather than Connection events: a
-    # single Connection listener puts every connection of the engine on SQLAlchemy's event path,
-    # which costs each test a fifth of a round trip. The dialect belongs to this engine alone.
-    dialect = engine.dialect
+    _guard_dialect(engine.dialect)
+    return guard
+
+
+def _guard_dialect(dialect: Dialect) -> None:
+    """Stop commits of a scope's outer transaction and raw SQL that would end it; track savepoints.
+
+    These hook the dialect rather than Connection events: a single Connection listener puts every
+    connection of the engine on SQLAlchemy's event path, which costs each test a fifth of a round
+    trip. Engines made with ``execution_options()`` share their base engine's dialect: hooked once.
+    """
+    if dialect in _guarded_dialects:
+        return
+    _guarded_dialects.add(dialect)
     commit = dialect.do_commit
 
     def do_commit(pool_connection: Any) -> None:
@@ -443,7 +453,8 @@ def _guard(engine: Engine) -> _EngineGuard:
     def _execute_no_params(_cursor: Any, sent: str, context: Any) -> None:
         _check_statement(context, sent)
 
-    return guard
+
+_guarded_dialects: weakref.WeakSet[Dialect] = weakref.WeakSet()
 
 
 def _active_scope(connection: Any) -> RollbackScope | None:
@@ -700,6 +711,8 @@ class RollbackScope:
         try:
             if isinstance(root._violation, ConcurrentSessionError):
                 await root._wait_for_other_tasks()
+            if self._guard is not None:  # ending the scope may reconnect an invalidated connection
+                self._guard.opening = True
             await connection.run_sync(self._close)
         finally:
             self.active = root._closing = False
@@ -707,6 +720,7 @@ class RollbackScope:
                 _current_session.set(self._outer_session)
             if self._guard is not None:
                 self._guard.scopes -= 1
+                self._guard.opening = False
         # An escape attempt swallowed by the code under test still fails the test; overlapping
         # sessions already failed in their task (gather re-raises it), so they are not repeated.
         swallowed = root._violation is not None and not isinstance(root._violation, ConcurrentSessionError)

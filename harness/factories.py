@@ -622,7 +622,7 @@ class _Batch:
                 related = [
                     value
                     for value in rows.values(link.key)
-                    if value is not None and (value or not link.uselist)
+                    if value is not None and (not link.uselist or value)
                 ]
                 if not related:
                     continue
@@ -740,54 +740,52 @@ class _Batch:
                 session.sync_session.expire(instance, keys)
 
     def _check_values(self, classes: list[_TableRows]) -> None:
-        """Refuse values the database would refuse (or, on SQLite, silently keep) before the INSERT."""
-        for rows in classes:
-            plan, instances = rows.plan, rows.instances
-            for key, column, length in plan.lengths:
-                strings = [value for value in rows.values(key) if isinstance(value, str)]
-                if not strings or max(map(len, strings)) <= length:
-                    continue
-                for instance in instances:
-                    value = instance.__dict__.get(key)
-                    if isinstance(value, str) and len(value) > length:
-                        self._refuse(
-                            instance,
-                            key,
-                            column,
-                            f"is {len(value)} characters long ({value!r}) but the column is {column.type}",
-                            f"make the declaration produce at most {length} characters (SQLite does not enforce "
-                            "lengths; PostgreSQL does, and harness checks on both)",
-                        )
-            for key, column, kind in plan.enums:
-                for instance in instances:
-                    value = instance.__dict__.get(key)
-                    if (
-                        value is not None
-                        and value not in kind.enums
-                        and not isinstance(value, kind.enum_class or ())
-                    ):
-                        self._refuse(
-                            instance,
-                            key,
-                            column,
-                            f"is {value!r}, not one of {kind.enums}",
-                            "declare one of the enum's values",
-                        )
-            for key, column, _ in plan.required:
-                if column.foreign_keys or not _has_none(rows.values(key)):
-                    continue
-                for instance in instances:
-                    if instance.__dict__.get(key) is None:
-                        self._refuse(
-                            instance,
-                            key,
-                            column,
-                            "is None but the column is NOT NULL",
-                            f"declare a value for {key} (or pass one)",
-                        )
+        """Refuse values the database would refuse (or, on SQLite, silently keep) before the INSERT.
 
-    def _refuse(self, instance: Any, key: str, column: Column[Any], problem: str, fix: str) -> NoReturn:
-        made_by = next(made_by for made, made_by in self.objects if made is instance)
+        A look column by column first; only if some value may be refused, object by object, so the
+        error names the first bad value in the order the objects were made.
+        """
+        if any(map(_may_refuse, classes)):
+            for instance, made_by in self.objects:
+                self._check_object(instance, made_by)
+
+    def _check_object(self, instance: Any, made_by: type[ModelFactory[Any]]) -> None:
+        plan = _plan(type(instance))
+        values = instance.__dict__
+        for key, column, length in plan.lengths:
+            value = values.get(key)
+            if isinstance(value, str) and len(value) > length:
+                self._refuse(
+                    made_by,
+                    key,
+                    column,
+                    f"is {len(value)} characters long ({value!r}) but the column is {column.type}",
+                    f"make the declaration produce at most {length} characters (SQLite does not enforce lengths; "
+                    "PostgreSQL does, and harness checks on both)",
+                )
+        for key, column, kind in plan.enums:
+            value = values.get(key)
+            if _not_in_enum(value, kind):
+                self._refuse(
+                    made_by,
+                    key,
+                    column,
+                    f"is {value!r}, not one of {kind.enums}",
+                    "declare one of the enum's values",
+                )
+        for key, column, _ in plan.required:
+            if not column.foreign_keys and values.get(key) is None:
+                self._refuse(
+                    made_by,
+                    key,
+                    column,
+                    "is None but the column is NOT NULL",
+                    f"declare a value for {key} (or pass one)",
+                )
+
+    def _refuse(
+        self, made_by: type[ModelFactory[Any]], key: str, column: Column[Any], problem: str, fix: str
+    ) -> NoReturn:
         self.discard()
         msg = (
             f"{self.call}: {made_by.__name__}.{key} {problem} ({column.table.name}.{column.name}; "
@@ -1056,6 +1054,23 @@ _KEY = attrgetter("key")
 _FIRST = itemgetter(0)
 _EXPIRED = attrgetter("expired_attributes")
 _NOT_NONE = partial(operator.is_not, None)
+
+
+def _may_refuse(rows: _TableRows) -> bool:
+    """Whether a column of these rows holds a value `_Batch._check_object` refuses."""
+    plan = rows.plan
+    for key, _, length in plan.lengths:
+        strings = [value for value in rows.values(key) if isinstance(value, str)]
+        if strings and max(map(len, strings)) > length:
+            return True
+    for key, _, kind in plan.enums:
+        if any(_not_in_enum(value, kind) for value in rows.values(key)):
+            return True
+    return any(not column.foreign_keys and _has_none(rows.values(key)) for key, column, _ in plan.required)
+
+
+def _not_in_enum(value: Any, kind: sqltypes.Enum) -> bool:
+    return value is not None and value not in kind.enums and not isinstance(value, kind.enum_class or ())
 
 
 def _has_none(values: Iterable[Any]) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -332,6 +332,31 @@ async def test_savepoints_are_sent_as_plain_sql(db_engine: AsyncEngine) -> None:
 
 
 # -- Guards ------------------------------------------------------------------------------------------
+
+
+async def test_a_scope_whose_connection_was_invalidated_ends_cleanly(db_engine: AsyncEngine) -> None:
+    """Invalidating the connection discards the transaction; ending the scope reconnects only to close."""
+    async with rollback_scope(db_engine) as session:
+        session.add(Campaign(name="discarded"))
+        await session.flush()
+        await (await session.connection()).invalidate()
+    await assert_clean(db_engine)
+
+
+async def test_an_options_engine_shares_the_guards_of_its_engine(
+    db_engine: AsyncEngine, on_postgres: bool
+) -> None:
+    """engine.execution_options() shares the dialect the guards hook: scopes on either still work."""
+    if not on_postgres:
+        pytest.skip("SQLite scopes refuse engines that create_test_engine() did not make")
+    async with commit_scope(db_engine.execution_options(logging_token="worker")) as session:
+        session.add(Campaign(name="committed for real"))
+        await session.commit()
+    async with rollback_scope(db_engine) as session:
+        session.add(Campaign(name="in a savepoint"))
+        await session.commit()  # a savepoint guarded twice looked like two sessions overlapping
+        assert await session.scalar(select(func.count()).select_from(Campaign)) == 1
+    await assert_clean(db_engine)
 
 
 async def test_commit_of_the_outer_transaction_is_stopped(db_engine: AsyncEngine) -> None:

@@ -382,6 +382,13 @@ async def test_a_value_repeated_within_a_batch_is_shown(db_session: AsyncSession
     await db_session.rollback()
 
 
+async def test_the_first_bad_value_in_a_batch_is_the_one_reported(db_session: AsyncSession) -> None:
+    """Objects are checked in the order they were made, whatever the kind of problem."""
+    with pytest.raises(FactoryError) as raised:
+        await ContactFactory.create_batch(2, phone=factory.Iterator([None, "+1" + "5" * 30]))
+    assert "ContactFactory.phone is None but the column is NOT NULL" in str(raised.value)
+
+
 async def test_a_too_long_value_is_refused_before_the_insert_on_every_backend(
     db_session: AsyncSession, db_engine: AsyncEngine
 ) -> None:

@@ -128,3 +128,35 @@ async def test_pending_objects_flushed(db_session: AsyncSession, path: str) -> N
     db_session.add(team)
     await PlayerFactory.create()
     assert team.id is not None
+
+
+# a parent whose truthiness does work: harness must not ask for it
+class Crew(B):
+    __tablename__ = "p_crews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hands: Mapped[list[Hand]] = relationship(back_populates="crew")
+
+    def __len__(self) -> int:  # reads a relationship: lazy IO, MissingGreenlet in async code
+        return len(self.hands)
+
+
+class Hand(B):
+    __tablename__ = "p_hands"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crew_id: Mapped[int] = mapped_column(ForeignKey("p_crews.id"))
+    crew: Mapped[Crew] = relationship(back_populates="hands")
+
+
+class HandFactory(ModelFactory[Hand]):
+    class Meta:
+        model = Hand
+
+
+async def test_parent_truthiness_is_not_evaluated(db_session: AsyncSession, path: str) -> None:
+    await (await db_session.connection()).run_sync(B.metadata.create_all)
+    crew = Crew()
+    db_session.add(crew)
+    await db_session.commit()
+    db_session.expire(crew, ["hands"])
+    hands = await HandFactory.create_batch(2, crew=crew)
+    assert [hand.crew_id for hand in hands] == [crew.id, crew.id]

@@ -390,7 +390,7 @@ class _EngineGuard:
     """Per-engine state: which connection belongs to an active scope."""
 
     scopes: int = 0
-    opening: bool = False
+    own_checkout: bool = False  # harness opening or closing a scope's connection, not the code under test
     commit_scopes: int = 0  # real commits from several connections: SQLite writers must queue
 
 
@@ -404,7 +404,7 @@ def _guard(engine: Engine) -> _EngineGuard:
 
     @event.listens_for(engine, "checkout")
     def _checkout(_dbapi: Any, _record: Any, _proxy: Any) -> None:
-        if guard.scopes and not guard.opening:
+        if guard.scopes and not guard.own_checkout:
             msg = (
                 f"A second database connection was opened at {_caller()} while a rollback scope holds the test's "
                 "connection. Its writes would not be rolled back, and it cannot see the test's data. Bind the "
@@ -607,11 +607,11 @@ class RollbackScope:
             await asyncio.wait(others, timeout=10)
 
     def _connect(self, engine: Engine, guard: _EngineGuard) -> Connection:
-        guard.opening = True
+        guard.own_checkout = True
         try:
             connection = engine.connect()
         finally:
-            guard.opening = False
+            guard.own_checkout = False
         try:
             self._transaction = connection.begin()
         except BaseException:  # cancelled or failed: the connection goes back, not to the GC
@@ -712,7 +712,7 @@ class RollbackScope:
             if isinstance(root._violation, ConcurrentSessionError):
                 await root._wait_for_other_tasks()
             if self._guard is not None:  # ending the scope may reconnect an invalidated connection
-                self._guard.opening = True
+                self._guard.own_checkout = True
             await connection.run_sync(self._close)
         finally:
             self.active = root._closing = False
@@ -720,7 +720,7 @@ class RollbackScope:
                 _current_session.set(self._outer_session)
             if self._guard is not None:
                 self._guard.scopes -= 1
-                self._guard.opening = False
+                self._guard.own_checkout = False
         # An escape attempt swallowed by the code under test still fails the test; overlapping
         # sessions already failed in their task (gather re-raises it), so they are not repeated.
         swallowed = root._violation is not None and not isinstance(root._violation, ConcurrentSessionError)

@@ -794,11 +794,11 @@ class _Batch:
         raise FactoryError(msg)
 
     async def _assign_sqlite_keys(self, session: AsyncSession, classes: list[_TableRows]) -> None:
-        """Give new rows their integer primary keys before the INSERT, so the ORM sends one executemany.
+        """Give new rows their integer primary keys before the INSERT, so one executemany inserts them.
 
-        Without them the ORM must read generated keys back, and on SQLite it cannot match RETURNING
-        rows to objects, so it inserts row by row. (PostgreSQL matches them; measured, reading keys
-        back there is faster than taking them from the sequence first.)
+        Without them the keys must be read back, which the ORM's flush on SQLite does by inserting
+        row by row: it cannot match RETURNING rows to objects there. (PostgreSQL matches them;
+        measured, reading keys back there is faster than taking them from the sequence first.)
         """
         waiting: dict[Column[Any], tuple[str, list[dict[str, Any]]]] = {}
         given: dict[Column[Any], Any] = {}  # the largest key passed in explicitly, per column
@@ -816,7 +816,6 @@ class _Batch:
             top = max(filter(_NOT_NONE, keys), default=None)
             if top is not None:
                 given[column] = max(given.get(column, top), top)
-        waiting = {column: pair for column, pair in waiting.items() if pair[1]}
         for pending in session.new:  # added by the code under test, not flushed yet: max() cannot see them
             serial = _plan(type(pending)).serial_key
             if serial is None or serial[1] not in waiting:
@@ -918,6 +917,7 @@ class _TableRows:
 
     @property
     def table(self) -> Any:
+        """The class's own table, where its rows go."""
         return self.plan.mapper.local_table
 
     def values(self, key: str) -> list[Any]:
@@ -945,7 +945,6 @@ class _TableRows:
             if link.many_to_one:
                 parents = self.values(link.key)
                 for one, many in link.pairs:
-                    self.forget(many)
                     for child, parent in zip(dicts, parents, strict=True):
                         if parent is not None:
                             child[many] = parent.__dict__[one]

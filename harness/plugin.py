@@ -193,6 +193,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not _randomly_reseeds(item.config):
         # Per test, not per run: a test's data does not depend on which tests ran before it.
         factory.random.reseed_random(f"{item.config.stash[_SEED]}:{item.nodeid}")  # type: ignore[no-untyped-call]
+    if (
+        polyfactory := sys.modules.get("harness.polyfactory")
+    ) is not None:  # pytest-randomly does not seed it
+        run_seed = (
+            item.config.getoption("randomly_seed")
+            if _randomly_reseeds(item.config)
+            else item.config.stash[_SEED]
+        )
+        polyfactory.reseed(f"{run_seed}:{item.nodeid}")
 
 
 @pytest.hookimpl(tryfirst=True)

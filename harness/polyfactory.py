@@ -23,13 +23,11 @@ from sqlalchemy.orm import RelationshipProperty
 
 from harness.db import current_session
 from harness.exceptions import FactoryError
+from harness.factories import _LOADABLE
 
 __all__ = ["SQLAlchemyFactory", "SessionPersistence", "reseed"]
 
 T = TypeVar("T")
-
-# Relationships that can be loaded after the flush: the others raise, never load, or are queries.
-_LOADABLE = {"select", "selectin", "joined", "subquery", "immediate", True}
 
 
 class SessionPersistence(AsyncPersistenceProtocol[T]):

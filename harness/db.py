@@ -38,7 +38,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util import greenlet_spawn
+
+try:
+    from sqlalchemy.util import await_
+except ImportError:  # SQLAlchemy 2.0 names it await_only
+    from sqlalchemy.util import await_only as await_
 
 from harness.exceptions import (
     ConcurrentSessionError,
@@ -263,7 +268,6 @@ def _check_connected_database(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("SELECT current_database()")
     name = cursor.fetchone()[0]
     cursor.close()
-    dbapi_connection.rollback()  # the query began a transaction; the connection starts without one
     if not name.startswith(TEST_PREFIX):
         dbapi_connection.close()
         msg = f"Refusing to use database {name!r}: the server connected harness to a database whose name does not start with {TEST_PREFIX!r}."
@@ -444,25 +448,15 @@ def _guard_dialect(dialect: Dialect) -> None:
         commit(pool_connection)
 
     dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
-    rollback = dialect.do_rollback
 
-    def do_rollback(pool_connection: Any) -> None:
-        rollback(pool_connection)
-        scope = _active_scope(pool_connection)
-        if scope is not None and scope._began_on_server:
-            scope._roll_back_on_server()
-
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
-
-    # A listener that returns True has run the statement itself (the SAVEPOINT sent with BEGIN).
     @event.listens_for(dialect, "do_execute")
     @event.listens_for(dialect, "do_executemany")
-    def _execute(_cursor: Any, sent: str, _parameters: Any, context: Any) -> bool:
-        return _check_statement(context, sent)
+    def _execute(_cursor: Any, sent: str, _parameters: Any, context: Any) -> None:
+        _check_statement(context, sent)
 
     @event.listens_for(dialect, "do_execute_no_params")
-    def _execute_no_params(_cursor: Any, sent: str, context: Any) -> bool:
-        return _check_statement(context, sent)
+    def _execute_no_params(_cursor: Any, sent: str, context: Any) -> None:
+        _check_statement(context, sent)
 
 
 _guarded_dialects: weakref.WeakSet[Dialect] = weakref.WeakSet()
@@ -477,14 +471,11 @@ def _active_scope(connection: Any) -> RollbackScope | None:
     return scope if scope is not None and scope.active else None
 
 
-def _check_statement(context: Any, sent: str) -> bool:
-    """Track the savepoints of a scope's connection and stop statements that would escape it.
-
-    Returns True when it sent the statement itself, with the scope's deferred BEGIN.
-    """
+def _check_statement(context: Any, sent: str) -> None:
+    """Track the savepoints of a scope's connection and stop statements that would escape it."""
     scope = _active_scope(context.root_connection)
     if scope is None:
-        return False
+        return
     keyword_start = _LEADING_NOISE.match(sent)
     statement = sent[keyword_start.end() if keyword_start else 0 :]
     savepoint = _SAVEPOINT_STATEMENT.match(statement)
@@ -495,11 +486,9 @@ def _check_statement(context: Any, sent: str) -> bool:
             scope.savepoints.append(_Savepoint(name, task, _caller()))
             if task is not None:
                 scope._root()._tasks.add(task)
-            if scope._begin_pending:
-                return scope._begin_on_server(context.root_connection, statement)
         else:
             scope.end_savepoint(name, "released" if verb == "RELEASE" else "rolled back")
-        return False
+        return
     scope.check_not_broken()
     if _TRANSACTION_CONTROL.match(statement):
         scope.fail(
@@ -510,39 +499,6 @@ def _check_statement(context: Any, sent: str) -> bool:
             )
         )
     scope.check_not_underneath_another_task(statement)
-    if scope._begin_pending:
-        scope._begin_on_server(context.root_connection, None)
-    return False
-
-
-def _deferred_begin(connection: Connection) -> str | None:
-    """The BEGIN that asyncpg would send for this connection, or None where it cannot be deferred.
-
-    A scope's first statement is always its session's SAVEPOINT. asyncpg sends BEGIN as a round
-    trip of its own before it; sent by hand, BEGIN and SAVEPOINT share one. That is a third of
-    a scope's cost on PostgreSQL, paid by every test.
-    """
-    if connection.dialect.driver != "asyncpg":
-        return None
-    adapter: Any = connection.connection.dbapi_connection
-    if adapter.driver_connection.is_in_transaction():  # a user's connect hook began one
-        return None
-    level = getattr(adapter, "isolation_level", "unknown")
-    if level is not None and level not in _ASYNCPG_LEVELS:  # autocommit, or an adapter unknown here
-        return None
-    if not isinstance(getattr(adapter, "_execute_mutex", None), asyncio.Lock):  # see _send_raw
-        return None
-    return "".join(
-        (
-            "BEGIN",
-            f" ISOLATION LEVEL {level.replace('_', ' ').upper()}" if level else "",
-            " READ ONLY" if getattr(adapter, "readonly", False) else "",
-            " DEFERRABLE" if getattr(adapter, "deferrable", False) else "",
-        )
-    )
-
-
-_ASYNCPG_LEVELS = frozenset({"read_committed", "read_uncommitted", "repeatable_read", "serializable"})
 
 
 @dataclass
@@ -579,11 +535,6 @@ class RollbackScope:
     _transaction: Transaction | None = None
     _guard: _EngineGuard | None = None
     _outer_session: AsyncSession | None = None
-    # PostgreSQL: the scope sends BEGIN itself, with its first statement (see _deferred_begin).
-    _begin: str | None = None
-    _adapter: Any = None  # the asyncpg adapter the scope switched to autocommit
-    _begin_pending: bool = False
-    _began_on_server: bool = False
 
     def fail(self, error: IsolationError) -> None:
         """Record an isolation violation, poison the connection and raise ``error`` now."""
@@ -667,48 +618,12 @@ class RollbackScope:
         finally:
             guard.own_checkout = False
         try:
-            self._begin = _deferred_begin(connection)
-            if self._begin is not None:
-                # The adapter then leaves BEGIN to the scope; _close switches it back.
-                self._adapter = connection.connection.dbapi_connection
-                self._adapter.autocommit = self._begin_pending = True
             self._transaction = connection.begin()
         except BaseException:  # cancelled or failed: the connection goes back, not to the GC
-            if self._adapter is not None:
-                self._adapter.autocommit = False
             connection.close()
             raise
         connection.info[_SCOPE_KEY] = self
         return connection
-
-    def _begin_on_server(self, connection: Connection, savepoint: str | None) -> bool:
-        """Send the deferred BEGIN, with ``savepoint`` if given; True if the savepoint was sent."""
-        self._begin_pending = False
-        if connection.connection.dbapi_connection is not self._adapter:  # reconnected: asyncpg begins
-            return False
-        begin = str(self._begin)
-        self._began_on_server = True  # before sending: a failure part-way still ends in a rollback
-        self._send_raw(begin if savepoint is None else f"{begin}; {savepoint}")
-        return savepoint is not None
-
-    def _roll_back_on_server(self) -> None:
-        """Roll back the transaction the scope began; the next statement begins another."""
-        self._began_on_server = False
-        driver = self._adapter.driver_connection
-        if not driver.is_closed() and driver.is_in_transaction():
-            self._send_raw("ROLLBACK")
-        self._begin_pending = not self._closing
-
-    def _send_raw(self, sql: str) -> None:
-        # asyncpg's simple query protocol, the one that takes two statements at once. The adapter's
-        # lock keeps other tasks' statements queued behind it, as they are behind the adapter's own.
-        adapter: Any = self._adapter
-
-        async def send(driver: Any) -> None:
-            async with adapter._execute_mutex:
-                await driver.execute(sql)
-
-        adapter.run_async(send)
 
     def _close(self, connection: Connection) -> None:
         """Roll back, close the session and, for the outermost scope, return the connection."""
@@ -725,12 +640,10 @@ class RollbackScope:
         finally:
             if self.parent is None:
                 connection.info.pop(_SCOPE_KEY, None)
-                if self._commit_stopped or (self._began_on_server and not connection.invalidated):
-                    # SQLAlchemy's transaction state is unknown after a stopped commit (or a failed
-                    # rollback): closing the DBAPI connection is the one way that always rolls back.
+                if self._commit_stopped:
+                    # SQLAlchemy's transaction state is unknown after a stopped commit: closing the
+                    # DBAPI connection is the one way that always rolls back on the server.
                     connection.invalidate()
-                if self._adapter is not None:
-                    self._adapter.autocommit = False
                 connection.close()
 
     def _rollback(self) -> None:

@@ -17,7 +17,7 @@ from polyfactory.factories.base import BaseFactory
 from polyfactory.factories.sqlalchemy_factory import SQLAlchemyFactory as _PolyfactorySQLAlchemyFactory
 from polyfactory.persistence import AsyncPersistenceProtocol
 from polyfactory.utils.types import Frozendict
-from sqlalchemy import Column, Enum, Integer, String, UniqueConstraint, inspect
+from sqlalchemy import Column, Enum, Integer, SmallInteger, String, UniqueConstraint, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import RelationshipProperty
 
@@ -86,6 +86,9 @@ class SQLAlchemyFactory(_PolyfactorySQLAlchemyFactory[T], Generic[T]):
     """
 
     __is_base_factory__ = True
+    # polyfactory 3's defaults, stated: nested objects are built, so their keys get filled.
+    __set_relationships__ = True
+    __set_association_proxy__ = True
     # A random foreign key names a row that does not exist. Left unset, a relationship
     # polyfactory builds (or the test passes) fills it at the flush, or it stays NULL.
     __set_foreign_keys__ = False
@@ -141,8 +144,8 @@ def reseed(seed: str) -> None:
     """Seed polyfactory's random values (its `Random` and its Faker) from ``seed``.
 
     The pytest plugin calls it before each test, with the run's seed and the test's node id, as it
-    reseeds factory-boy: a failing test replays with the same data. A factory's own
-    ``__random_seed__`` still rules its values.
+    reseeds factory-boy: a failing test replays with the same data. polyfactory's Faker is shared
+    by all its factories, so it is reseeded too, also for a factory with its own ``__random_seed__``.
     """
     BaseFactory.seed_random(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big"))
 
@@ -162,7 +165,8 @@ def _wide_type(column: Column[Any]) -> Any:
         longest = column.type.length or 32
         return Annotated[str, Frozendict({"min_length": min(longest, 16), "max_length": longest})]
     if isinstance(column.type, Integer):
-        return Annotated[int, Frozendict({"ge": 1, "le": 2**31 - 1})]
+        largest = 2**15 - 1 if isinstance(column.type, SmallInteger) else 2**31 - 1
+        return Annotated[int, Frozendict({"ge": 1, "le": largest})]
     return None
 
 

@@ -190,18 +190,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if (refused := item.stash.get(_REFUSED, None)) is not None:
         pytest.fail(refused, pytrace=False)
-    if not _randomly_reseeds(item.config):
-        # Per test, not per run: a test's data does not depend on which tests ran before it.
-        factory.random.reseed_random(f"{item.config.stash[_SEED]}:{item.nodeid}")  # type: ignore[no-untyped-call]
+    randomly = _randomly_reseeds(item.config)
+    # Per test, not per run: a test's data does not depend on which tests ran before it.
+    seed = f"{item.config.getoption('randomly_seed') if randomly else item.config.stash[_SEED]}:{item.nodeid}"
+    if not randomly:
+        factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
     if (
         polyfactory := sys.modules.get("harness.polyfactory")
     ) is not None:  # pytest-randomly does not seed it
-        run_seed = (
-            item.config.getoption("randomly_seed")
-            if _randomly_reseeds(item.config)
-            else item.config.stash[_SEED]
-        )
-        polyfactory.reseed(f"{run_seed}:{item.nodeid}")
+        polyfactory.reseed(seed)
 
 
 @pytest.hookimpl(tryfirst=True)

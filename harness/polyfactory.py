@@ -23,7 +23,7 @@ from sqlalchemy.orm import RelationshipProperty
 
 from harness.db import current_session
 from harness.exceptions import FactoryError
-from harness.factories import _LOADABLE
+from harness.factories import _LOADABLE, _is_required
 
 __all__ = ["SQLAlchemyFactory", "SessionPersistence", "reseed"]
 
@@ -81,7 +81,7 @@ class SQLAlchemyFactory(_PolyfactorySQLAlchemyFactory[T], Generic[T]):
 
     ``await ContactFactory.create_async()`` and ``create_batch_async(n)`` persist; ``build()`` and
     ``batch()`` touch no database. Primary keys the database or SQLAlchemy fills (autoincrement,
-    a default, a server default) are left to them. Related objects polyfactory builds on the fly
+    identity, a default, a server default) are left to them. Related objects polyfactory builds on the fly
     get the same treatment.
     """
 
@@ -95,8 +95,8 @@ class SQLAlchemyFactory(_PolyfactorySQLAlchemyFactory[T], Generic[T]):
 
     @classmethod
     def should_column_be_set(cls, column: Any) -> bool:
-        """polyfactory's rule, minus primary keys the database or SQLAlchemy makes."""
-        if isinstance(column, Column) and column.primary_key and _made_for_you(column):
+        """polyfactory's rule, minus primary keys the database or SQLAlchemy makes (harness's own rule)."""
+        if isinstance(column, Column) and column.primary_key and not _is_required(column):
             return False
         return bool(super().should_column_be_set(column))
 
@@ -168,11 +168,3 @@ def _wide_type(column: Column[Any]) -> Any:
         largest = 2**15 - 1 if isinstance(column.type, SmallInteger) else 2**31 - 1
         return Annotated[int, Frozendict({"ge": 1, "le": largest})]
     return None
-
-
-def _made_for_you(column: Column[Any]) -> bool:
-    return (
-        column is column.table.autoincrement_column
-        or column.default is not None
-        or column.server_default is not None
-    )

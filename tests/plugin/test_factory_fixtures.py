@@ -166,24 +166,15 @@ def test_an_unawaited_create_fails_the_test(harness_pytester: pytest.Pytester) -
 
 POLYFACTORY_TEST = """
     import json, os
-    from sqlalchemy import String
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+    from conftest import Member
     from harness.polyfactory import SQLAlchemyFactory
 
-    class Base(DeclarativeBase):
-        pass
-
-    class Item(Base):
-        __tablename__ = "items"
-        id: Mapped[int] = mapped_column(primary_key=True)
-        name: Mapped[str] = mapped_column(String(30))
-
-    class ItemFactory(SQLAlchemyFactory[Item]):
+    class MemberFactory(SQLAlchemyFactory[Member]):
         pass
 
     def test_a():
         with open(os.environ["NAMES_FILE"], "a") as out:
-            out.write(json.dumps([item.name for item in ItemFactory.batch(3)]) + "\\n")
+            out.write(json.dumps([member.name for member in MemberFactory.batch(3)]) + "\\n")
 
     def test_b():
         pass
@@ -194,6 +185,7 @@ def test_polyfactory_data_replays_with_the_seed_too(
     harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """polyfactory keeps its own Random and Faker: harness reseeds them per test as well."""
+    harness_pytester.makeconftest(CONFTEST)
     harness_pytester.makepyfile(POLYFACTORY_TEST)
 
     first, _ = _names(harness_pytester, monkeypatch, "--harness-seed=1234")

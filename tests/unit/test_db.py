@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import re
 import sys
@@ -368,6 +369,32 @@ async def test_a_scope_whose_connection_was_invalidated_ends_cleanly(db_engine: 
     await assert_clean(db_engine)
 
 
+async def test_the_next_scope_can_write_after_a_failed_statement_and_an_invalidated_connection(
+    db_engine: AsyncEngine,
+) -> None:
+    """No lock outlives an invalidated connection (SQLite, SQLAlchemy 2.0: a failed statement's cursor
+    lives on in its traceback, and sqlite3 keeps the transaction of a closed connection while it does)."""
+    gc.disable()  # the traceback must still be garbage, not collected, when the scope ends
+    try:
+        async with rollback_scope(db_engine) as session:
+            session.add(Campaign(id=1, name="first"))
+            await session.flush()
+            try:
+                async with session.begin_nested():
+                    await session.execute(insert(Campaign).values(id=1, name="same key"))
+            except IntegrityError as error:
+                kept: list[Any] = [error]
+                kept.append(kept)  # a reference cycle, as exceptions caught in frames make
+            del kept
+            await (await session.connection()).invalidate()
+        async with rollback_scope(db_engine) as session:
+            session.add(Campaign(name="written at once"))
+            await session.flush()
+    finally:
+        gc.enable()
+    await assert_clean(db_engine)
+
+
 async def test_an_options_engine_shares_the_guards_of_its_engine(
     db_engine: AsyncEngine, on_postgres: bool
 ) -> None:
@@ -477,6 +504,47 @@ async def test_concurrent_sessions_get_one_clear_error(db_engine: AsyncEngine) -
     assert message.startswith("Two sessions used the test's connection at the same time: task ")
     assert f"at {__file__}:" in message
     assert "(asyncio.gather over sessions). Run them one after another" in message
+    await assert_clean(db_engine)
+
+
+async def test_each_overlapping_task_gets_the_clear_error_whatever_order_they_unwind_in(
+    db_engine: AsyncEngine,
+) -> None:
+    """The first task's rollback discards the second's savepoint: the second still gets ConcurrentSessionError.
+
+    Rolling back to that savepoint would fail with "no such savepoint", which would replace the error.
+    """
+    maker = async_sessionmaker(expire_on_commit=False)
+    first_open, second_open, first_unwound = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with maker() as app_session:
+            await app_session.connection()  # SAVEPOINT sa_savepoint_1
+            first_open.set()
+            await second_open.wait()
+            app_session.add(Contact(phone="+15550000001"))
+            try:
+                await (
+                    app_session.flush()
+                )  # refused; rolls back to sa_savepoint_1, which ends the second's too
+            finally:
+                first_unwound.set()
+
+    async def second() -> None:
+        async with maker() as app_session:
+            await first_open.wait()
+            await app_session.connection()  # SAVEPOINT sa_savepoint_2, above the first's
+            second_open.set()
+            await first_unwound.wait()
+            app_session.add(Contact(phone="+15550000002"))
+            await app_session.flush()
+
+    async with rollback_scope(db_engine) as session:
+        with bind_sessions(session, maker):
+            outcomes = await asyncio.gather(first(), second(), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [ConcurrentSessionError, ConcurrentSessionError], (
+        outcomes
+    )
     await assert_clean(db_engine)
 
 

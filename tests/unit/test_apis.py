@@ -130,6 +130,9 @@ async def test_an_unmatched_request_fails_at_once_with_the_request_the_nearest_r
         with pytest.raises(UnmatchedRequestError) as excinfo:
             await client.post("https://api.sms.test/v1/message", json={"to": "+1"})
         sms.unmatched.clear()
+    body = httpx.Request(
+        "POST", "https://x.test", json={"to": "+1"}
+    ).content  # spacing differs by httpx version
     assert str(excinfo.value) == (
         "No mock route answers this request:\n"
         "  POST https://api.sms.test/v1/message\n"
@@ -139,9 +142,9 @@ async def test_an_unmatched_request_fails_at_once_with_the_request_the_nearest_r
         "    accept-encoding: gzip, deflate\n"
         "    connection: keep-alive\n"
         "    user-agent: test\n"
-        "    content-length: 11\n"
+        f"    content-length: {len(body)}\n"
         "    content-type: application/json\n"
-        '  body: {"to":"+1"}\n'
+        f"  body: {body.decode()}\n"
         "\n"
         "Nearest routes:\n"
         "- SmsApi.send_message (POST https://api.sms.test/v1/messages): "
@@ -355,7 +358,10 @@ async def test_a_malformed_or_truncated_body_fails_when_read() -> None:
         with pytest.raises(json.JSONDecodeError):
             malformed.json()
         sms.send_message.respond(Reply.truncated())
-        with pytest.raises(httpx.RemoteProtocolError, match=r"received 15 bytes, expected 30"):
+        whole = len(httpx.Response(200, json={"id": "msg_1", "status": "sent"}).content)  # 30 on httpx 0.28
+        with pytest.raises(
+            httpx.RemoteProtocolError, match=rf"received {whole // 2} bytes, expected {whole}\)"
+        ):
             await send(client)
 
 

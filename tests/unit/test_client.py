@@ -217,6 +217,7 @@ def _factory() -> FastAPI:
         ),
         (42, "app_client() needs an ASGI app (an async callable taking scope, receive, send), got 42."),
     ],
+    ids=["class", "wsgi", "factory", "not-callable"],  # the messages hold addresses: xdist workers differ
 )
 def test_what_is_not_an_asgi_app_is_refused_with_what_to_pass(candidate: Any, message: str) -> None:
     """A class, a WSGI app, an uncalled factory or anything else: one clear message each."""

@@ -81,9 +81,9 @@ def tests(session: nox.Session, backend: str) -> None:
         run_suite(session, backend, f"--harness-database-url={database_url(url)}")
 
 
-@nox.session(venv_backend="uv")
+@nox.session(venv_backend="uv", reuse_venv=False)  # a reused venv keeps newer versions
 def lowest_versions(session: nox.Session) -> None:
-    """The unit tests on SQLite with the lowest versions of harness's dependencies that pyproject allows.
+    """The unit and plugin tests on SQLite with the lowest dependency versions that pyproject allows.
 
     The newest versions are what `tests` sees; this catches a lower bound that no longer holds (an
     import, an API or a fix that only a newer release has). Test-only tools keep their newest release.
@@ -95,7 +95,7 @@ def lowest_versions(session: nox.Session) -> None:
     with open(constraints, "w") as out:
         out.writelines(f"{line}\n" for line in frozen.splitlines() if "==" in line)
     session.install("-c", constraints, *nox.project.dependency_groups(PYPROJECT, "test"))
-    session.run("pytest", "tests/unit", "-n", "2", "-p", "xdist", *session.posargs)
+    session.run("pytest", "tests/unit", "tests/plugin", "-n", "2", "-p", "xdist", *session.posargs)
 
 
 @nox.session

@@ -491,10 +491,13 @@ def _check_statement(context: Any, sent: str) -> bool:
             scope.savepoints.append(_Savepoint(name, task, _caller()))
             if task is not None:
                 scope._root()._tasks.add(task)
-        elif verb == "ROLLBACK" and scope.lost_to_overlap(name):
+        elif scope.lost_to_overlap(name):
             # After sessions overlapped, another task's rollback may have discarded this savepoint
-            # already; rolling back to it would replace the ConcurrentSessionError with
-            # "savepoint does not exist". The scope's exit rolls everything back anyway.
+            # already; ending it would replace the ConcurrentSessionError with "savepoint does not
+            # exist". A rollback has nothing left to do (the scope's exit rolls everything back);
+            # a release would report a commit that cannot happen, so it gets the error.
+            if verb == "RELEASE":
+                scope.check_not_broken()
             return True
         else:
             scope.end_savepoint(name, "released" if verb == "RELEASE" else "rolled back")
@@ -663,8 +666,9 @@ class RollbackScope:
                     # SQLAlchemy's transaction state is unknown after a stopped commit: closing the
                     # DBAPI connection is the one way that always rolls back on the server.
                     connection.invalidate()
+                invalidated = invalidated or connection.invalidated
                 connection.close()
-                if (invalidated or self._commit_stopped) and connection.dialect.name == "sqlite":
+                if invalidated and connection.dialect.name == "sqlite":
                     # sqlite3 defers closing a connection while a statement of it is alive, and
                     # SQLAlchemy 2.0's aiosqlite adapter leaves a failed statement's cursor in the
                     # error's traceback: until the GC frees it, the file stays locked and the next

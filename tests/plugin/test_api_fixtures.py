@@ -185,7 +185,7 @@ def test_app_client_without_an_app_says_how_to_give_one(harness_pytester: pytest
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E * pytest.UsageError: app_client needs the app under test: define a `harness_app` fixture in "
+            "E *UsageError: app_client needs the app under test: define a `harness_app` fixture in "
             "conftest.py that returns it (e.g. `return create_app()`).",
         ]
     )

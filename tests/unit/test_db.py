@@ -374,6 +374,7 @@ async def test_the_next_scope_can_write_after_a_failed_statement_and_an_invalida
 ) -> None:
     """No lock outlives an invalidated connection (SQLite, SQLAlchemy 2.0: a failed statement's cursor
     lives on in its traceback, and sqlite3 keeps the transaction of a closed connection while it does)."""
+    collecting = gc.isenabled()
     gc.disable()  # the traceback must still be garbage, not collected, when the scope ends
     try:
         async with rollback_scope(db_engine) as session:
@@ -391,7 +392,8 @@ async def test_the_next_scope_can_write_after_a_failed_statement_and_an_invalida
             session.add(Campaign(name="written at once"))
             await session.flush()
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
     await assert_clean(db_engine)
 
 
@@ -507,12 +509,14 @@ async def test_concurrent_sessions_get_one_clear_error(db_engine: AsyncEngine) -
     await assert_clean(db_engine)
 
 
-async def test_each_overlapping_task_gets_the_clear_error_whatever_order_they_unwind_in(
-    db_engine: AsyncEngine,
+@pytest.mark.parametrize("second_ends_with", ["flush", "commit"])
+async def test_a_savepoint_lost_to_overlap_does_not_replace_the_clear_error(
+    db_engine: AsyncEngine, second_ends_with: str
 ) -> None:
     """The first task's rollback discards the second's savepoint: the second still gets ConcurrentSessionError.
 
-    Rolling back to that savepoint would fail with "no such savepoint", which would replace the error.
+    Rolling back to (after the failed flush) or releasing (commit) that savepoint would fail with
+    "no such savepoint", which would replace the error.
     """
     maker = async_sessionmaker(expire_on_commit=False)
     first_open, second_open, first_unwound = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -524,9 +528,8 @@ async def test_each_overlapping_task_gets_the_clear_error_whatever_order_they_un
             await second_open.wait()
             app_session.add(Contact(phone="+15550000001"))
             try:
-                await (
-                    app_session.flush()
-                )  # refused; rolls back to sa_savepoint_1, which ends the second's too
+                # Refused; rolls back to sa_savepoint_1, which ends the second's savepoint too.
+                await app_session.flush()
             finally:
                 first_unwound.set()
 
@@ -536,6 +539,8 @@ async def test_each_overlapping_task_gets_the_clear_error_whatever_order_they_un
             await app_session.connection()  # SAVEPOINT sa_savepoint_2, above the first's
             second_open.set()
             await first_unwound.wait()
+            if second_ends_with == "commit":
+                await app_session.commit()  # nothing to flush: RELEASE SAVEPOINT sa_savepoint_2
             app_session.add(Contact(phone="+15550000002"))
             await app_session.flush()
 

@@ -491,7 +491,7 @@ def _check_statement(context: Any, sent: str) -> bool:
             scope.savepoints.append(_Savepoint(name, task, _caller()))
             if task is not None:
                 scope._root()._tasks.add(task)
-        elif scope.lost_to_overlap(name):
+        elif scope._lost_to_overlap(name):
             # After sessions overlapped, another task's rollback may have discarded this savepoint
             # already; ending it would replace the ConcurrentSessionError with "savepoint does not
             # exist". A rollback has nothing left to do (the scope's exit rolls everything back);
@@ -591,7 +591,7 @@ class RollbackScope:
                 )
             )
 
-    def lost_to_overlap(self, name: str) -> bool:
+    def _lost_to_overlap(self, name: str) -> bool:
         """Whether overlapping sessions broke the scope and savepoint ``name`` has already ended."""
         root = self._root()
         return isinstance(root._violation, ConcurrentSessionError) and name not in (

@@ -195,9 +195,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     seed = f"{item.config.getoption('randomly_seed') if randomly else item.config.stash[_SEED]}:{item.nodeid}"
     if not randomly:
         factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
-    if (
-        polyfactory := sys.modules.get("harness.polyfactory")
-    ) is not None:  # pytest-randomly does not seed it
+    # Loaded only when the user's factories import it; pytest-randomly does not seed it either.
+    polyfactory = sys.modules.get("harness.polyfactory")
+    if polyfactory is not None:
         polyfactory.reseed(seed)
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from harness import ModelFactory, rollback_scope
-from harness.databases import TestDatabase
+from harness.db import TestDatabase
 
 ROWS = 1000
 

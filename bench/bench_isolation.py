@@ -28,8 +28,8 @@ from sqlalchemy import ForeignKey, Index, MetaData, String, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from harness.databases import TestDatabase
-from harness.db import _fix_sqlite_transactions, create_test_engine, rollback_scope
+from harness.db import TestDatabase, create_test_engine, rollback_scope
+from harness.db.engines import _fix_sqlite_transactions
 
 TABLES = 20
 
@@ -117,8 +117,8 @@ async def bench_backend(url: str | None, rounds: int) -> dict[str, float]:
     database = TestDatabase(url, schema=METADATA, name="bench_isolation")
     engine = await database.create()
     try:
-        # The bare case holds its own connection, so it uses a second engine: harness's guard
-        # would (rightly) refuse a second connection from the same engine during a scope.
+        # The bare case holds its own connection, so it uses a second engine: a connection from
+        # the scope's engine during a scope would join the scope's transaction.
         bare_engine = create_test_engine(database.url)
         plain = create_async_engine(database.url)
         if not database.is_postgres:

@@ -6,13 +6,17 @@ from importlib.metadata import version
 
 from harness import webhooks as webhooks  # the signers: harness.webhooks.stripe(...)
 from harness.apis import MockApi, MockRoute, RecordedCall, Reply, endpoint
-from harness.client import AppClient, app_client, auth_headers
+from harness.client import AppClient, AppLifespan, app_client, auth_headers
 from harness.clock import Clock, freeze_time
-from harness.databases import TestDatabase
 from harness.db import (
     CommitScope,
+    DatabaseGuard,
+    EngineAdoption,
     RollbackScope,
+    TestDatabase,
+    adopt_engines,
     bind_sessions,
+    block_databases,
     check_test_database,
     commit_scope,
     create_test_engine,
@@ -23,6 +27,7 @@ from harness.exceptions import (
     AppError,
     ClockError,
     ConcurrentSessionError,
+    DatabaseBlockedError,
     DatabaseConfigError,
     DatabaseUnavailableError,
     FactoryError,
@@ -60,14 +65,18 @@ __version__ = version("harness")
 __all__ = [  # membership is pinned by tests/test_public_api.py
     "AppClient",
     "AppError",
+    "AppLifespan",
     "CapturedQuery",
     "Clock",
     "ClockError",
     "CommitScope",
     "ConcurrentSessionError",
     "Creation",
+    "DatabaseBlockedError",
     "DatabaseConfigError",
+    "DatabaseGuard",
     "DatabaseUnavailableError",
+    "EngineAdoption",
     "FactoryError",
     "HarnessError",
     "IntegrationTest",
@@ -96,6 +105,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "UnsafeDatabaseError",
     "WebhookError",
     "__version__",
+    "adopt_engines",
     "app_client",
     "assert_completes_within",
     "assert_max_queries",
@@ -104,6 +114,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "assert_num_queries",
     "auth_headers",
     "bind_sessions",
+    "block_databases",
     "block_network",
     "capture_queries",
     "check_test_database",

@@ -1,13 +1,15 @@
 """An httpx client for the app under test, over ASGI, with its lifespan and database wired to the test.
 
-    async with app_client(app, session=db_session, bind=[SessionLocal, get_db]) as client:
-        response = await client.post("/api/campaigns", json={...}, headers=auth_headers("token"))
+    with adopt_engines("app.db:engine", test_engine=engine):
+        async with rollback_scope(engine) as session, app_client(app) as client:
+            response = await client.post("/api/campaigns", json={...}, headers=auth_headers("token"))
 
 `app_client` runs the app's lifespan (start-up on entry, shut-down on exit, even when the test
-fails), points the app's `async_sessionmaker`s and FastAPI session dependencies at the test's
-rollback scope (what the API writes is visible to the test and gone after it), and restores
-`app.dependency_overrides` and `app.state` on exit. Its requests go straight to the app through
-`httpx.ASGITransport`: they never touch the network, and mock APIs never see them.
+fails) and restores `app.dependency_overrides` and `app.state` on exit. The app's database is the
+test's when harness adopted the app's engines (`adopt_engines`, or ``bind=[engine]`` here, which
+adopts them for the client's lifetime) or bound its sessionmakers (``bind=[SessionLocal]``): what
+the API writes is visible to the test and gone after it. Its requests go straight to the app
+through `httpx.ASGITransport`: they never touch the network, and mock APIs never see them.
 """
 
 from __future__ import annotations
@@ -18,23 +20,30 @@ import inspect
 import mimetypes
 import os
 import pathlib
+import re
 from base64 import b64encode
 from collections.abc import Iterable, Mapping, MutableMapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from harness.db import bind_sessions
-from harness.exceptions import AppError, LifespanError
+from harness.db.adoption import DEPENDENCY_REFUSED, adopt_engines, bind_sessions, scope_engine
+from harness.exceptions import AppError, HarnessError, LifespanError
+from harness.queries import capture_queries
 
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["AppClient", "app_client", "auth_headers"]
+__all__ = ["AppClient", "AppLifespan", "app_client", "auth_headers"]
 
 _LIFESPAN_TIMEOUT = 30.0
+# Statements that change the database, as opposed to reading it (create_all on an existing schema reads).
+_WRITES = re.compile(
+    r"\s*(INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE|CREATE|ALTER|DROP|TRUNCATE|COPY|GRANT|REVOKE)\b",
+    re.IGNORECASE,
+)
 
 
 def auth_headers(
@@ -46,7 +55,7 @@ def auth_headers(
 ) -> dict[str, str]:
     """An `Authorization` header: a bearer token, or HTTP basic auth from a username and password.
 
-    Usage::
+    Usage:
 
         await client.get("/api/me", headers=auth_headers("test-token"))
         await client.get("/admin", headers=auth_headers(username="admin", password="secret"))
@@ -87,10 +96,25 @@ def _check_asgi(app: Any) -> None:
     raise AppError(msg)
 
 
-class _Lifespan:
-    """Runs an ASGI app's lifespan protocol: start-up on enter, shut-down on exit."""
+class AppLifespan:
+    """An ASGI app's lifespan: start-up on entry, shut-down on exit; one app client or several.
 
-    def __init__(self, app: Any, timeout: float, required: bool) -> None:
+    `app_client` runs one of these for itself. Made by hand and passed as
+    ``app_client(app, lifespan=running)``, one start-up serves several clients: the pytest plugin
+    does that for the tests that share an event loop (``harness_app_lifespan = shared``).
+    ``state`` is what the start-up yielded (copied into each request); ``supported`` is False for an
+    app that refused the lifespan protocol (then nothing runs, unless ``required``).
+
+    Usage:
+
+        async with AppLifespan(app) as lifespan:
+            for name in ("January", "February"):
+                async with app_client(app, lifespan=lifespan) as client:
+                    await client.post("/api/campaigns", json={"name": name})
+    """
+
+    def __init__(self, app: Any, *, timeout: float = _LIFESPAN_TIMEOUT, required: bool = False) -> None:
+        _check_asgi(app)
         self.app, self.timeout, self.required = app, timeout, required
         self.state: dict[str, Any] = {}
         self.supported = True
@@ -121,7 +145,7 @@ class _Lifespan:
                     await asyncio.wait_for(self._task, 1.0)  # Starlette re-raises the error after "failed"
                 cause = self._task.exception() if self._task.done() and not self._task.cancelled() else None
                 msg = (
-                    f"The app's lifespan {stage} failed: {cause!r}."
+                    f"The app's lifespan {stage} failed: {_describe(cause)}"
                     if cause
                     else f"The app's lifespan {stage} failed: {message.get('message') or 'no message'}."
                 )
@@ -134,7 +158,7 @@ class _Lifespan:
                 self.supported = False  # ASGI: an app that raises on the lifespan scope does not support it
                 return
             msg = (
-                f"The app's lifespan {stage} failed: {error!r}."
+                f"The app's lifespan {stage} failed: {_describe(error)}"
                 if error
                 else f"The app's lifespan ended during {stage}."
             )
@@ -148,18 +172,57 @@ class _Lifespan:
         )
         raise LifespanError(msg)
 
-    async def startup(self) -> None:
+    async def __aenter__(self) -> Self:
+        await self.startup()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+    async def startup(self, *, read_only: AsyncSession | None = None) -> None:
+        """Run the start-up. With ``read_only``, a start-up that writes to that session's database fails.
+
+        A lifespan shared by several tests starts inside the first test's transaction, so rows it
+        writes would be gone for the others: that is refused rather than left to surprise them.
+        """
+        if self._task is not None:
+            msg = "This lifespan has already started. Make a new AppLifespan(app) to run it again."
+            raise LifespanError(msg)
         self._task = asyncio.ensure_future(self._run())
         await self._receive.put({"type": "lifespan.startup"})
-        await self._wait_for("startup")
+        if read_only is None:
+            await self._wait_for("startup")
+            return
+        with capture_queries(read_only) as log:
+            await self._wait_for("startup")
+        if writes := [query.sql for query in log.queries if _WRITES.match(query.sql)]:
+            await self.shutdown()
+            msg = (
+                f"The app's lifespan wrote to the database at start-up ({' '.join(writes[0].split())[:100]!r}"
+                f"{f' and {len(writes) - 1} more' if len(writes) > 1 else ''}). A lifespan shared by the tests of "
+                "an event loop starts inside the first test's transaction, so what it writes would be gone for "
+                "the others. Run the lifespan per test (harness_app_lifespan = test), or write that data once "
+                "with the schema (harness_schema)."
+            )
+            raise LifespanError(msg)
 
     async def shutdown(self) -> None:
-        if not self.supported or self._task is None:
+        """Run the shut-down (nothing if the start-up did not run or the app has no lifespan)."""
+        if not self.supported or self._task is None or self._task.done():
             return
         await self._receive.put({"type": "lifespan.shutdown"})
         await self._wait_for("shutdown")
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(self._task, self.timeout)
+
+
+def _describe(error: BaseException) -> str:
+    # harness's own errors are paragraphs with the fix: shown whole, not squeezed into a repr.
+    if isinstance(error, HarnessError):
+        return f"{type(error).__name__}: {error}"
+    return f"{error!r}."
 
 
 def _state_dict(app: Any) -> MutableMapping[str, Any] | None:
@@ -178,9 +241,10 @@ def _restore(mapping: MutableMapping[str, Any], saved: dict[str, Any]) -> None:
 class AppClient(httpx.AsyncClient):
     """An `httpx.AsyncClient` for an ASGI app, entered with `async with` (made by `app_client()`).
 
-    On entry it binds the app's session factories to `session`'s rollback scope, remembers
-    `app.dependency_overrides` and `app.state`, and runs the lifespan start-up; on exit it runs the
-    shut-down (even when the test failed) and restores all of it.
+    On entry it adopts the app's engines and binds its sessionmakers listed in ``bind`` to the test
+    database of ``session``'s scope, remembers `app.dependency_overrides` and `app.state`, and runs
+    the lifespan start-up; on exit it runs the shut-down (even when the test failed) and restores
+    all of it.
     """
 
     def __init__(
@@ -189,10 +253,11 @@ class AppClient(httpx.AsyncClient):
         *,
         session: AsyncSession | None = None,
         bind: Iterable[Any] = (),
-        lifespan: bool | None = None,
+        lifespan: bool | AppLifespan | None = None,
         lifespan_timeout: float = _LIFESPAN_TIMEOUT,
         raise_app_exceptions: bool = True,
         base_url: str = "http://testserver",
+        share_session: bool = False,
         **client_options: Any,
     ) -> None:
         _check_asgi(app)
@@ -202,14 +267,26 @@ class AppClient(httpx.AsyncClient):
             raise TypeError(msg)
         self.app = app
         self._session = session
+        self._share_session = share_session
+        if share_session and not any(isinstance(item, async_sessionmaker) for item in bind):
+            msg = "app_client(share_session=True) shares the session through sessionmakers: list them in bind=[...]."
+            raise TypeError(msg)
         self._sessionmakers = [item for item in bind if isinstance(item, async_sessionmaker)]
-        self._dependencies = [item for item in bind if not isinstance(item, async_sessionmaker)]
-        for dependency in self._dependencies:
-            if not callable(dependency):
-                msg = f"app_client(bind=...) takes async_sessionmakers and dependency functions, got {dependency!r}."
-                raise TypeError(msg)
+        self._engines = [item for item in bind if isinstance(item, AsyncEngine | str)]
+        others = [item for item in bind if not isinstance(item, async_sessionmaker | AsyncEngine | str)]
+        if dependencies := [item for item in others if callable(item)]:
+            names = ", ".join(getattr(d, "__qualname__", repr(d)) for d in dependencies)
+            raise TypeError(DEPENDENCY_REFUSED.format(names=names))
+        if others:
+            msg = f"app_client(bind=...) takes the app's AsyncEngines (or 'module:attribute' paths to them) and async_sessionmakers, got {others[0]!r}."
+            raise TypeError(msg)
+        self._owns_lifespan = not isinstance(lifespan, AppLifespan)
         self._lifespan = (
-            _Lifespan(app, lifespan_timeout, required=lifespan is True) if lifespan is not False else None
+            lifespan
+            if isinstance(lifespan, AppLifespan)
+            else AppLifespan(app, timeout=lifespan_timeout, required=lifespan is True)
+            if lifespan is not False
+            else None
         )
         self._exit_stack = contextlib.ExitStack()
         transport = httpx.ASGITransport(
@@ -224,12 +301,10 @@ class AppClient(httpx.AsyncClient):
 
     async def __aenter__(self) -> Self:
         stack = self._exit_stack
-        if self._session is not None and (self._sessionmakers or self._dependencies):
-            stack.enter_context(
-                bind_sessions(
-                    self._session, *self._sessionmakers, app=self.app, dependencies=self._dependencies
-                )
-            )
+        if self._session is not None and self._engines:
+            stack.enter_context(adopt_engines(*self._engines, test_engine=scope_engine(self._session)))
+        if self._session is not None and self._sessionmakers:
+            stack.enter_context(bind_sessions(self._session, *self._sessionmakers, share=self._share_session))
         overrides = getattr(self.app, "dependency_overrides", None)
         if isinstance(overrides, dict):
             saved_overrides = dict(overrides)
@@ -238,7 +313,7 @@ class AppClient(httpx.AsyncClient):
             saved_state = dict(state)
             stack.callback(_restore, state, saved_state)
         try:
-            if self._lifespan is not None:
+            if self._lifespan is not None and self._owns_lifespan:
                 await self._lifespan.startup()
             await super().__aenter__()
         except BaseException:
@@ -254,7 +329,7 @@ class AppClient(httpx.AsyncClient):
     ) -> None:
         try:
             await super().__aexit__(exc_type, exc, tb)
-            if self._lifespan is not None:
+            if self._lifespan is not None and self._owns_lifespan:
                 try:
                     await self._lifespan.shutdown()
                 except LifespanError as error:
@@ -279,7 +354,7 @@ class AppClient(httpx.AsyncClient):
 
         `content` is bytes, text, or a path to read; the content type is guessed from the file name.
 
-        Usage::
+        Usage:
 
             await client.upload("/api/contacts/import", csv_text, filename="contacts.csv", data={"campaign_id": 1})
         """
@@ -299,22 +374,27 @@ def app_client(
     *,
     session: AsyncSession | None = None,
     bind: Iterable[Any] = (),
-    lifespan: bool | None = None,
+    lifespan: bool | AppLifespan | None = None,
     lifespan_timeout: float = _LIFESPAN_TIMEOUT,
     raise_app_exceptions: bool = True,
     base_url: str = "http://testserver",
+    share_session: bool = False,
     **client_options: Any,
 ) -> AppClient:
     """An `AppClient` for an ASGI app (FastAPI, Starlette, Litestar), to enter with `async with`.
 
-    `bind` lists the app's `async_sessionmaker`s and FastAPI session dependencies to point at
-    `session`'s rollback scope. `lifespan` None runs it if the app supports it, True requires it,
-    False skips it. `raise_app_exceptions=False` turns an unhandled app error into the 500
+    `bind` lists the app's engines (`AsyncEngine` objects or ``"module:attribute"`` paths) to adopt
+    and `async_sessionmaker`s to bind for the client's lifetime, onto the test database of
+    `session`'s scope (see `harness.adopt_engines`); dependencies are refused, since replacing one
+    drops what it does after ``yield``. `lifespan` None runs it if the app supports it, True
+    requires it, False skips it; an `AppLifespan` that is already running is shared instead (its
+    state reaches the requests, and this client neither starts nor stops it). `share_session=True`
+    makes the sessionmakers in `bind` hand the app `session` itself (see `bind_sessions`). `raise_app_exceptions=False` turns an unhandled app error into the 500
     response a server would send, for tests of error handling.
 
-    Usage::
+    Usage:
 
-        async with app_client(app, session=db_session, bind=[get_db]) as client:
+        async with app_client(app, session=db_session, bind=["app.db:engine"]) as client:
             response = await client.get("/api/campaigns/1")
     """
     return AppClient(
@@ -325,5 +405,6 @@ def app_client(
         lifespan_timeout=lifespan_timeout,
         raise_app_exceptions=raise_app_exceptions,
         base_url=base_url,
+        share_session=share_session,
         **client_options,
     )

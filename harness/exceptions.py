@@ -13,6 +13,7 @@ HarnessError
 ├── UnmatchedRequestError (AssertionError) a request that no declared route of the active mock APIs answers
 ├── RouteNotCalledError (AssertionError)   a required route of a mock API that the test never called
 ├── NetworkBlockedError                    a connection to a host that is not loopback while the guard is on
+├── DatabaseBlockedError                   a connection to a database harness did not create while the guard is on
 ├── WebhookError (also ValueError)         a webhook that cannot be signed: a bad secret, a bad payload
 ├── AppError (also TypeError)              an app the app client cannot serve: not ASGI
 │   └── LifespanError                      the app's lifespan start-up or shut-down failed
@@ -29,6 +30,7 @@ __all__ = [
     "AppError",
     "ClockError",
     "ConcurrentSessionError",
+    "DatabaseBlockedError",
     "DatabaseConfigError",
     "DatabaseUnavailableError",
     "FactoryError",
@@ -104,6 +106,13 @@ class NetworkBlockedError(HarnessError):
     """Code under test tried to reach a host that is not loopback while the network guard was on.
 
     Not an ``OSError`` on purpose: retry loops that catch connection errors must not swallow it.
+    """
+
+
+class DatabaseBlockedError(HarnessError):
+    """Code under test tried to reach a database harness did not create while the database guard was on.
+
+    Not a driver error on purpose: code that catches database errors to retry must not swallow it.
     """
 
 

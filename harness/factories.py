@@ -51,7 +51,7 @@ from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.schema import sort_tables
 from sqlalchemy.sql.elements import ClauseElement
 
-from harness.db import _current_session, current_session
+from harness.db.scopes import current_session, current_session_var
 from harness.exceptions import FactoryError
 
 __all__ = ["Creation", "ModelFactory", "use_session"]
@@ -74,11 +74,11 @@ def use_session(session: AsyncSession) -> Iterator[AsyncSession]:
     if not isinstance(session, AsyncSession):  # untyped callers
         msg = f"use_session() takes an AsyncSession, got {type(session).__name__}."  # type: ignore[unreachable]
         raise TypeError(msg)
-    token = _current_session.set(session)
+    token = current_session_var.set(session)
     try:
         yield session
     finally:
-        _current_session.reset(token)
+        current_session_var.reset(token)
 
 
 # -- What harness knows about a mapped class ------------------------------------------------------

@@ -41,12 +41,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
+from harness._guards import GuardStack
 from harness.exceptions import NetworkBlockedError
 
 if TYPE_CHECKING:
@@ -64,8 +64,6 @@ _SERVICES = {"http": 80, "https": 443}
 _METHODS = ("connect", "connect_ex", "sendto", "sendmsg")
 _MISSING = object()
 
-_lock = threading.Lock()  # guards entering and leaving, installing and recording
-_active: tuple[NetworkGuard, ...] = ()  # innermost last; replaced whole, so other threads read a snapshot
 _real: dict[str, Callable[..., Any]] = {}  # what the patches call through to
 _saved: dict[str, object] = {}  # the socket.socket.__dict__ entries the patches replaced, or _MISSING
 
@@ -158,24 +156,13 @@ class NetworkGuard:
         raise NetworkBlockedError(msg)
 
     def __enter__(self) -> Self:
-        global _active
-        with _lock:
-            if not _active:
-                _install()
-            _active = (*_active, self)
+        _guards.push(self)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        global _active
-        with _lock:
-            if self not in _active:
-                return
-            index = len(_active) - 1 - _active[::-1].index(self)
-            _active = _active[:index] + _active[index + 1 :]
-            if not _active:
-                _uninstall()
+        _guards.pop(self)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -302,13 +289,13 @@ def _message(attempt: BlockedConnection) -> str:
 
 def _block(guards: tuple[NetworkGuard, ...], host: str, port: object, call: Call) -> NoReturn:
     attempt = BlockedConnection(host, _port(port), call)
-    with _lock:
+    with _guards.lock:
         guards[-1].blocked.append(attempt)
     raise NetworkBlockedError(_message(attempt))
 
 
 def _check_address(sock: socket.socket, address: object, call: Call) -> None:
-    guards = _active
+    guards = _guards.active
     if not guards or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return  # Unix sockets, netlink, ...
     if not isinstance(address, tuple) or len(address) < 2:
@@ -327,7 +314,7 @@ def _check_address(sock: socket.socket, address: object, call: Call) -> None:
 
 
 def _guarded_getaddrinfo(host: object, port: object, *args: Any, **kwargs: Any) -> Any:
-    guards = _active
+    guards = _guards.active
     text = host.decode("ascii", "replace") if isinstance(host, bytes) else host
     if not guards or not isinstance(text, str) or text == "":
         return _real["getaddrinfo"](host, port, *args, **kwargs)  # None and "": no lookup, binding
@@ -337,7 +324,7 @@ def _guarded_getaddrinfo(host: object, port: object, *args: Any, **kwargs: Any) 
     listing = [guard for guard in guards if _name(text) in guard._names]
     if listing:  # connect() will see the addresses, not the name
         addresses = {address for *_, sockaddr in infos if (address := _ip(str(sockaddr[0]))) is not None}
-        with _lock:
+        with _guards.lock:
             for guard in listing:
                 guard._resolved.update(addresses)
     return infos
@@ -397,3 +384,6 @@ def _uninstall() -> None:
             delattr(socket.socket, name)
         else:
             setattr(socket.socket, name, _saved[name])
+
+
+_guards: GuardStack[NetworkGuard] = GuardStack(_install, _uninstall)

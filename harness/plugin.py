@@ -4,8 +4,10 @@ Fixture layers (override the ``harness_*`` ones in conftest.py)::
 
     harness_database_url  harness_schema  harness_engine_options     session · configuration
         └── harness_database                                         session · TestDatabase, built once
-              └── db_engine                                          function · its AsyncEngine
-                    └── db_session                                   function · AsyncSession in a rollback scope
+              └── _harness_adoption  (harness_engines)               session · the app's engines adopted
+                    └── db_engine                                    function · the test database's AsyncEngine
+                          └── db_session                             function · AsyncSession in a rollback scope
+                                └── app_client  (harness_app, harness_app_bind)
 
 ``harness_database`` is a plain (synchronous) session fixture: the database is built on a private
 event loop, so it works whatever loop scope pytest-asyncio gives the tests. ``db_engine`` and
@@ -25,19 +27,29 @@ import re
 import secrets
 import sys
 from collections.abc import AsyncIterator, Generator, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import factory.random
 import pytest
 import pytest_asyncio
 from sqlalchemy import make_url
+from sqlalchemy.exc import UnboundExecutionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from harness.apis import MockApi
-from harness.client import AppClient, app_client
+from harness.client import AppClient, AppLifespan, app_client
 from harness.clock import Clock, freeze_time
-from harness.databases import Schema, TestDatabase, run_sync
-from harness.db import normalize_url, rollback_scope
+from harness.db import (
+    DatabaseGuard,
+    EngineAdoption,
+    TestDatabase,
+    adopt_engines,
+    block_databases,
+    normalize_url,
+    rollback_scope,
+)
+from harness.db.access import record_engine_sites, stop_recording_engine_sites
+from harness.db.testdb import Schema, run_sync
 from harness.exceptions import ClockError, HarnessError
 from harness.factories import ModelFactory
 from harness.network import NetworkGuard, block_network
@@ -49,6 +61,7 @@ A = TypeVar("A", bound=type[MockApi])
 _NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
 _SEED = pytest.StashKey[int]()
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
+_DATABASE_GUARD = pytest.StashKey[DatabaseGuard]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _REFUSED = pytest.StashKey[str]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
@@ -58,6 +71,12 @@ _LOOP_MISMATCH = """\
 Give fixtures and tests the same loop: set asyncio_default_fixture_loop_scope = "{test_scope}" (and \
 asyncio_default_test_loop_scope = "{test_scope}") in your pytest configuration, or remove loop_scope from the \
 test's asyncio marker."""
+
+_UNBOUND_NOTE = """\
+harness: a session of the app has no engine to run on. If the app binds its sessionmaker at start-up \
+(in its lifespan), keep the lifespan on (app_client runs it unless harness_app_lifespan = off). Otherwise point \
+the app at the test database: adopt its engine (harness_engines = app.db:engine in the pytest configuration) or \
+list its async_sessionmaker in the harness_app_bind fixture."""
 
 _CLASS_DATA_LOOP = """\
 {cls} defines setup_class_data ({nodeid}), whose data lives on one database connection across the class's \
@@ -125,6 +144,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
+    parser.addini(
+        "harness_engines",
+        "The app's AsyncEngines to adopt, as module:attribute paths (app.db:engine): they work on the test "
+        "database and join each test's transaction.",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "harness_block_databases",
+        "Refuse connections to databases harness did not create while tests run (default: true).",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
+        "harness_app_lifespan",
+        "How app_client runs the app's lifespan: shared (once per event loop of async fixtures, for the tests "
+        "that share it; default), test (a start-up and shut-down per test), off.",
+        default="shared",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before conftest.py files import the app: its engines' creation sites go into guard messages.
+    record_engine_sites()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stop_recording_engine_sites()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -138,6 +186,25 @@ def pytest_configure(config: pytest.Config) -> None:
         "allow_network(*hosts): let the test reach these hosts, IP addresses or CIDR networks; "
         "without arguments, turn the network guard off for the test.",
     )
+    config.addinivalue_line(
+        "markers",
+        "allow_database(*databases): let the test reach these databases (URLs, database names or SQLite file "
+        "names) although harness did not create them; without arguments, turn the database guard off for the test.",
+    )
+    config.addinivalue_line(
+        "markers",
+        "db_session(**options): options of the test's session, as rollback_scope() takes them "
+        "(expire_on_commit=True, populate_existing=True, ...).",
+    )
+    config.addinivalue_line(
+        "markers",
+        "app_client(**options): options of the test's app client, as harness.app_client() takes them "
+        "(lifespan=False, base_url=..., headers=...).",
+    )
+    lifespan = config.getini("harness_app_lifespan")
+    if lifespan not in ("shared", "test", "off"):
+        msg = f"{lifespan!r} is not a valid harness_app_lifespan. Valid values: shared, test, off."
+        raise pytest.UsageError(msg)
     config.addinivalue_line(
         "markers",
         "category(*names): the test's categories in the run summary (--harness-summary): "
@@ -240,7 +307,8 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
     if uses_database and fixturenames is not None and "clock" in fixturenames:
         # Built before time freezes: a driver imported under freezegun sees its fake datetime, and
         # class data would depend on which test of the class came first.
-        for name in ("harness_database", "_harness_class_data") if class_data else ("harness_database",):
+        names = ("harness_database", "_harness_adoption")
+        for name in (*names, "_harness_class_data") if class_data else names:
             if name in fixturenames:
                 fixturenames.remove(name)
             fixturenames.insert(fixturenames.index("clock"), name)
@@ -250,6 +318,13 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
         raise pytest.UsageError(
             _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
         )
+
+
+def _database_guard(item: pytest.Item) -> DatabaseGuard | None:
+    marker = item.get_closest_marker("allow_database")
+    if not item.config.getini("harness_block_databases") or (marker is not None and not marker.args):
+        return None
+    return block_databases(allow=[str(database) for database in marker.args] if marker else [])
 
 
 def _network_guard(item: pytest.Item) -> NetworkGuard | None:
@@ -272,19 +347,25 @@ def _network_guard(item: pytest.Item) -> NetworkGuard | None:
 def pytest_runtest_protocol(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, object, object]:
-    guard = _network_guard(item)
-    if guard is None:
-        return (yield)
-    item.stash[_NETWORK_GUARD] = guard
-    with guard:
+    with contextlib.ExitStack() as guards:
+        if (network := _network_guard(item)) is not None:
+            item.stash[_NETWORK_GUARD] = guards.enter_context(network)
+        if (databases := _database_guard(item)) is not None:
+            item.stash[_DATABASE_GUARD] = guards.enter_context(databases)
         return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    yield  # a failing test keeps its own error
-    if (guard := item.stash.get(_NETWORK_GUARD, None)) is not None:
-        guard.assert_nothing_blocked()  # what the code under test swallowed
+    try:
+        yield  # a failing test keeps its own error
+    except UnboundExecutionError as error:
+        error.add_note(_UNBOUND_NOTE)
+        raise
+    if (network := item.stash.get(_NETWORK_GUARD, None)) is not None:
+        network.assert_nothing_blocked()  # what the code under test swallowed
+    if (databases := item.stash.get(_DATABASE_GUARD, None)) is not None:
+        databases.assert_nothing_blocked()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -346,18 +427,34 @@ def harness_database(
         )
         run_sync(database.create())
     except HarnessError as exc:
-        message = f"harness could not set up the test database: {exc}"
-        if worker is not None:  # pytest.exit in an xdist worker is an INTERNALERROR that hides the message
-            pytest.fail(message, pytrace=False)
-        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+        _stop_run(f"harness could not set up the test database: {exc}")
     yield database
     # Under xdist other workers may still clone the template; it is rebuilt at the next run.
     run_sync(database.drop(template=worker is None))
 
 
+@pytest.fixture(scope="session")
+def harness_engines(pytestconfig: pytest.Config) -> list[AsyncEngine | str]:
+    """The app's engines to adopt (AsyncEngines or module:attribute paths): the harness_engines ini key's."""
+    return list(pytestconfig.getini("harness_engines"))
+
+
+@pytest.fixture(scope="session")
+def _harness_adoption(
+    harness_database: TestDatabase, harness_engines: list[AsyncEngine | str]
+) -> Iterator[EngineAdoption]:
+    assert harness_database.engine is not None
+    try:  # a path that names no engine stops the run, as a database that cannot be built does
+        adoption = adopt_engines(*harness_engines, test_engine=harness_database.engine)
+    except HarnessError as exc:
+        _stop_run(f"harness could not adopt the app's engines (harness_engines): {exc}")
+    with adoption:
+        yield adoption
+
+
 @pytest_asyncio.fixture
 async def db_engine(
-    request: pytest.FixtureRequest, harness_database: TestDatabase
+    request: pytest.FixtureRequest, harness_database: TestDatabase, _harness_adoption: EngineAdoption
 ) -> AsyncIterator[AsyncEngine]:
     """The AsyncEngine of the test database; its pooled connections live as long as the event loop."""
     engine = harness_database.engine
@@ -370,10 +467,18 @@ async def db_engine(
         await engine.dispose()
 
 
+def marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
+    """The keyword arguments of the ``name`` markers on the test, the closest winning."""
+    options: dict[str, Any] = {}
+    for marker in request.node.iter_markers(name):
+        options = marker.kwargs | options
+    return options
+
+
 @pytest_asyncio.fixture
-async def db_session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+async def db_session(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """An AsyncSession in a rollback scope: whatever the test writes, even committed, is gone after it."""
-    async with rollback_scope(db_engine) as session:
+    async with rollback_scope(db_engine, **marker_options(request, "db_session")) as session:
         yield session
 
 
@@ -408,30 +513,70 @@ def harness_app() -> Any:
 
 @pytest.fixture
 def harness_app_bind() -> list[Any]:
-    """The app's async_sessionmakers and session dependencies to bind to `db_session` (override it)."""
+    """More of the app to point at the test database, per test: engines to adopt, async_sessionmakers to bind."""
     return []
 
 
 @pytest.fixture
-def _harness_app_session(harness_app_bind: list[Any], request: pytest.FixtureRequest) -> AsyncSession | None:
-    # Only an app with something to bind needs the database (a sync fixture may set db_session up).
-    session: AsyncSession | None = request.getfixturevalue("db_session") if harness_app_bind else None
+def _harness_app_session(
+    request: pytest.FixtureRequest, harness_app_bind: list[Any], harness_engines: list[Any]
+) -> AsyncSession | None:
+    # An app that uses no database needs none (and a sync fixture may set db_session up itself).
+    session: AsyncSession | None = (
+        request.getfixturevalue("db_session") if harness_app_bind or harness_engines else None
+    )
     return session
+
+
+def _lifespan_scope(fixture_name: str, config: pytest.Config) -> Any:
+    return _fixture_loop_scope(config)
+
+
+@pytest_asyncio.fixture(scope=_lifespan_scope)
+async def _harness_lifespans() -> AsyncIterator[dict[int, AppLifespan]]:
+    # The shared lifespans of one event loop (keyed by app), shut down when the loop's scope ends.
+    lifespans: dict[int, AppLifespan] = {}
+    yield lifespans
+    for lifespan in reversed(lifespans.values()):
+        await lifespan.shutdown()
 
 
 @pytest_asyncio.fixture(name="app_client")
 async def app_client_fixture(
-    harness_app: Any, harness_app_bind: list[Any], _harness_app_session: AsyncSession | None
+    request: pytest.FixtureRequest,
+    harness_app: Any,
+    harness_app_bind: list[Any],
+    _harness_app_session: AsyncSession | None,
+    _harness_lifespans: dict[int, AppLifespan],
 ) -> AsyncIterator[AppClient]:
-    """An httpx.AsyncClient over ASGI for `harness_app`, its lifespan run and sessions bound to `db_session`."""
+    """An httpx.AsyncClient over ASGI for `harness_app`, its lifespan run, on the test's database."""
     if harness_app is NO_APP:
         msg = (
             "app_client needs the app under test: define a `harness_app` fixture in conftest.py that "
             "returns it (e.g. `return create_app()`)."
         )
         raise pytest.UsageError(msg)
-    async with app_client(harness_app, session=_harness_app_session, bind=harness_app_bind) as client:
+    options = marker_options(request, "app_client")
+    mode = request.config.getini("harness_app_lifespan")
+    if "lifespan" not in options and mode == "off":
+        options["lifespan"] = False
+    elif "lifespan" not in options and mode == "shared" and _fixture_loop_scope(request.config) != "function":
+        if (shared := _harness_lifespans.get(id(harness_app))) is None:
+            shared = AppLifespan(harness_app)
+            await shared.startup(read_only=_harness_app_session)  # refuses writes: see AppLifespan
+            _harness_lifespans[id(harness_app)] = shared
+        options["lifespan"] = shared
+    async with app_client(
+        harness_app, session=_harness_app_session, bind=harness_app_bind, **options
+    ) as client:
         yield client
+
+
+def _stop_run(message: str) -> NoReturn:
+    # pytest.exit in an xdist worker is an INTERNALERROR that hides the message.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail(message, pytrace=False)
+    pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def _default_name(config: pytest.Config, url: str | None) -> str | None:

@@ -29,8 +29,7 @@ from harness import plugin
 from harness.apis import MockApi
 from harness.client import AppClient
 from harness.clock import Clock
-from harness.databases import TestDatabase
-from harness.db import commit_scope, rollback_scope
+from harness.db import EngineAdoption, TestDatabase, commit_scope, rollback_scope
 from harness.exceptions import ScopeError
 from harness.queries import QueryLog, assert_max_queries, assert_num_queries
 from harness.timing import assert_completes_within, assert_not_slower_than, measure
@@ -224,7 +223,9 @@ class IntegrationTest:
 
     @pytest_asyncio.fixture(scope="class")
     @classmethod
-    async def _harness_class_data(cls, harness_database: TestDatabase) -> AsyncIterator[_ClassData]:
+    async def _harness_class_data(
+        cls, harness_database: TestDatabase, _harness_adoption: EngineAdoption
+    ) -> AsyncIterator[_ClassData]:
         engine = harness_database.engine
         assert engine is not None
         before = dict(vars(cls))
@@ -258,14 +259,21 @@ class IntegrationTest:
 
     @pytest_asyncio.fixture
     async def db_session(
-        self, _harness_scope_parent: _ClassData | AsyncEngine
+        self, request: pytest.FixtureRequest, _harness_scope_parent: _ClassData | AsyncEngine
     ) -> AsyncIterator[AsyncSession]:
         """The test's session: in a savepoint on top of the class data, or a scope of its own."""
         parent = _harness_scope_parent
+        options = plugin.marker_options(request, "db_session")
         if isinstance(parent, AsyncEngine):
-            scope: Any = commit_scope(parent) if self.real_commits else rollback_scope(parent)
+            scope: Any = (
+                commit_scope(parent, **options) if self.real_commits else rollback_scope(parent, **options)
+            )
         else:
-            scope = commit_scope(parent.engine) if self.real_commits else rollback_scope(parent.session)
+            scope = (
+                commit_scope(parent.engine, **options)
+                if self.real_commits
+                else rollback_scope(parent.session, **options)
+            )
         async with scope as session:
             if not isinstance(parent, AsyncEngine):
                 for name, value in parent.attributes.items():

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import MetaData, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from harness.databases import TestDatabase
+from harness.db import TestDatabase
 from tests.models import Base, Campaign, Contact
 
 _inner_runs = itertools.count()

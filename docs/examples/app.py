@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request, UploadFile
 from pydantic import BaseModel
 from sqlalchemy import ForeignKey, String, insert, select
-from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
 
 SMS_API = "https://api.sms.example/v1"
@@ -38,13 +40,26 @@ class Contact(Base):
     campaign: Mapped[Campaign] = relationship(back_populates="contacts")
 
 
-SessionLocal = async_sessionmaker(expire_on_commit=False)  # bound to the real engine at start-up
-app = FastAPI()
+# The app's database, from its settings. Tests never reach it: harness adopts `engine`.
+engine = create_async_engine(os.environ.get("APP_DATABASE_URL", "sqlite+aiosqlite:///./app.db"))
+SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> Any:
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    yield
+    await engine.dispose()
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 async def get_db() -> Any:
     async with SessionLocal() as session:
         yield session
+        await session.commit()  # one unit of work per request
 
 
 class CampaignIn(BaseModel):
@@ -56,7 +71,7 @@ class CampaignIn(BaseModel):
 async def create_campaign(body: CampaignIn, db: Annotated[AsyncSession, Depends(get_db)]) -> dict[str, Any]:
     campaign = Campaign(**body.model_dump())
     db.add(campaign)
-    await db.commit()
+    await db.flush()  # get_db commits
     return {"id": campaign.id, "name": campaign.name}
 
 

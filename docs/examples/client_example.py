@@ -1,16 +1,16 @@
-"""The app client: an httpx client for the app under test, its sessions bound to the test's transaction."""
+"""The app client: an httpx client for the app under test, on the test's database."""
 
 from __future__ import annotations
 
 # --8<-- [start:app_client]
-from app import Campaign, SessionLocal, app, get_db
+from app import Campaign, app, engine
 
 from harness import app_client, auth_headers
 
 
 async def test_create_campaign(db_session):
     """What the API commits is visible to the test (and rolled back after it)."""
-    async with app_client(app, session=db_session, bind=[get_db, SessionLocal]) as client:
+    async with app_client(app, session=db_session, bind=[engine]) as client:  # adopts `engine`
         response = await client.post(
             "/api/campaigns", json={"name": "January"}, headers=auth_headers("token")
         )
@@ -30,13 +30,8 @@ def harness_app():
     return app  # or create_app()
 
 
-@pytest.fixture
-def harness_app_bind():
-    return [SessionLocal, get_db]  # bound to db_session
-
-
 async def test_full_flow(app_client, db_session):
-    """The `app_client` fixture posts to the app; the row is in the test's session."""
+    """The `app_client` fixture posts to the app; its get_db commits into the test's transaction."""
     response = await app_client.post("/api/campaigns", json={"name": "January", "daily_limit": 50})
     assert (await db_session.get(Campaign, response.json()["id"])).daily_limit == 50
 
@@ -44,8 +39,19 @@ async def test_full_flow(app_client, db_session):
 # --8<-- [end:plugin]
 
 
+# --8<-- [start:lifespan]
+@pytest.mark.app_client(lifespan=False, headers={"X-Tenant": "acme"})
+async def test_without_the_lifespan(app_client):
+    """The marker takes app_client()'s options: here, no start-up and a default header."""
+    assert (await app_client.get("/health")).json() == {"status": "ok"}
+    assert app_client.headers["X-Tenant"] == "acme"
+
+
+# --8<-- [end:lifespan]
+
+
 async def test_the_app_is_restored_on_exit(db_session):
-    """The client's dependency overrides last as long as the client."""
-    async with app_client(app, session=db_session, bind=[get_db]):
-        assert get_db in app.dependency_overrides
-    assert get_db not in app.dependency_overrides
+    """Dependency overrides set while the client is open last as long as the client."""
+    async with app_client(app, session=db_session):
+        app.dependency_overrides[list] = dict
+    assert app.dependency_overrides == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # --8<-- [start:conftest]
 import pytest
-from app import Base, SessionLocal, app, get_db
+from app import Base, app
 
 from harness import MockApi, endpoint, register_api
 
@@ -17,11 +17,6 @@ def harness_schema():
 @pytest.fixture
 def harness_app():
     return app
-
-
-@pytest.fixture
-def harness_app_bind():
-    return [SessionLocal, get_db]  # the app's own sessions join the test's transaction
 
 
 @register_api  # the `sms_api` fixture

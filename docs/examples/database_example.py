@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from app import Base, Campaign, Contact, SessionLocal, app, get_db, list_campaigns
+from app import Base, Campaign, Contact, SessionLocal, list_campaigns
 from sqlalchemy import func, select
 
 # --8<-- [start:rollback_scope]
@@ -54,19 +54,46 @@ async def test_a_nested_scope_sees_the_outer_data():
 # --8<-- [end:nesting]
 
 
+# --8<-- [start:adopt_engines]
+import app as application
+from sqlalchemy import insert
+
+from harness import adopt_engines
+
+
+async def test_the_app_writes_into_the_test_transaction(db_engine, db_session):
+    """The app's engine, adopted, works on the test database inside the test's transaction."""
+    with adopt_engines("app:engine", test_engine=db_engine):  # the plugin does this for harness_engines
+        async with SessionLocal() as session:  # a session the app opens from its own sessionmaker
+            session.add(Campaign(name="January"))
+            await session.commit()  # a savepoint of the test's transaction
+        async with application.engine.begin() as connection:  # the engine used directly
+            await connection.execute(insert(Campaign).values(name="February"))
+    assert (await db_session.scalars(select(Campaign.name).order_by(Campaign.id))).all() == [
+        "January",
+        "February",
+    ]
+
+
+# --8<-- [end:adopt_engines]
+
+
 # --8<-- [start:bind_sessions]
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
 from harness import bind_sessions
 
+Reporting = async_sessionmaker(expire_on_commit=False)  # an app's sessionmaker bound at start-up
 
-async def test_the_app_writes_into_the_test_transaction(db_session):
-    """The app's sessionmaker and dependency join the test's transaction while bound."""
-    with bind_sessions(db_session, SessionLocal, app=app, dependencies=[get_db]):
-        async with SessionLocal() as session:  # a session the app opens itself
-            session.add(Campaign(name="January"))
+
+async def test_a_sessionmaker_without_an_engine(db_session):
+    """bind_sessions points one sessionmaker at the test database, as adopting its engine would."""
+    with bind_sessions(db_session, Reporting):
+        async with Reporting() as session:
+            session.add(Campaign(name="March"))
             await session.commit()
-        assert get_db in app.dependency_overrides
-    assert await db_session.scalar(select(Campaign.name)) == "January"
-    assert get_db not in app.dependency_overrides  # restored on exit
+    assert await db_session.scalar(select(Campaign.name)) == "March"
+    assert Reporting.kw.get("bind") is None  # restored on exit
 
 
 # --8<-- [end:bind_sessions]

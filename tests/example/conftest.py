@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from app import service
-from app.api import app, get_db
+from app.api import app
 from app.models import Base, Campaign, User
 from factories import CampaignFactory, ContactFactory, UserFactory
 from fastapi import FastAPI
@@ -24,12 +23,6 @@ def harness_schema() -> MetaData:
 @pytest.fixture
 def harness_app() -> FastAPI:
     return app
-
-
-@pytest.fixture
-def harness_app_bind() -> list[object]:
-    """What the app client points at the test's scope: the service's sessionmaker and get_db."""
-    return [service.SessionLocal, get_db]
 
 
 @pytest.fixture

@@ -140,7 +140,7 @@ APP_CONFTEST = """
 
     @pytest.fixture
     def harness_app_bind():
-        return [get_db]
+        return [SessionLocal]
 """
 
 

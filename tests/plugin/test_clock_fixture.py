@@ -167,7 +167,7 @@ def test_a_clock_marked_first_test_that_reaches_the_database_through_the_app(
 
         @pytest.fixture
         def harness_app_bind():
-            return [SessionLocal, get_db]
+            return [SessionLocal]
         """
     )
     harness_pytester.makepyfile(

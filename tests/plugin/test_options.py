@@ -71,7 +71,7 @@ def test_plugin_is_inert_when_its_fixtures_are_unused(harness_pytester: pytest.P
         import sys
 
         def test_sync():
-            assert "harness.databases" in sys.modules  # the plugin is loaded...
+            assert "harness.db.testdb" in sys.modules  # the plugin is loaded...
 
         async def test_async():
             await asyncio.sleep(0)

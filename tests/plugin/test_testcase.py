@@ -64,7 +64,7 @@ CONFTEST = """
 
     @pytest.fixture
     def harness_app_bind():
-        return [SessionLocal, get_db]
+        return [SessionLocal]
 
     async def count(session, model):
         return await session.scalar(select(func.count()).select_from(model))

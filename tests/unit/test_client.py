@@ -27,7 +27,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 
 
 app = FastAPI(lifespan=lifespan)
-SessionLocal: async_sessionmaker[AsyncSession] = async_sessionmaker()
+SessionLocal: async_sessionmaker[AsyncSession] = async_sessionmaker(expire_on_commit=False)
 
 
 async def get_db() -> AsyncIterator[AsyncSession]:
@@ -88,14 +88,21 @@ async def test_the_lifespan_shuts_down_when_the_test_fails() -> None:
 
 
 async def test_what_the_api_commits_is_in_the_tests_scope(db_session: AsyncSession) -> None:
-    """The bound dependency writes into the test's rollback scope, and overrides are restored."""
-    async with app_client(app, session=db_session, bind=[get_db]) as client:
+    """The bound sessionmaker writes into the test's rollback scope through the app's own get_db."""
+    async with app_client(app, session=db_session, bind=[SessionLocal]) as client:
         created = await client.post("/campaigns", params={"name": "Spring"})
-        assert app.dependency_overrides  # bound while the client is open
+        assert SessionLocal.kw.get("bind") is not None  # bound while the client is open
     assert (
         await db_session.scalar(select(Campaign.name).where(Campaign.id == created.json()["id"])) == "Spring"
     )
+    assert SessionLocal.kw.get("bind") is None
     assert app.dependency_overrides == {}
+
+
+def test_binding_a_dependency_is_refused_with_what_to_bind_instead(db_session: AsyncSession) -> None:
+    """A dependency in bind= would be replaced, dropping its commit after yield: refused."""
+    with pytest.raises(TypeError, match=r"^harness no longer replaces dependencies such as get_db: "):
+        app_client(app, session=db_session, bind=[get_db])
 
 
 async def test_dependency_overrides_and_app_state_are_restored() -> None:
@@ -260,10 +267,11 @@ def test_an_async_callable_with_the_wrong_arity_is_refused() -> None:
     )
 
 
-def test_bind_takes_sessionmakers_and_dependencies_only(db_session: AsyncSession) -> None:
+def test_bind_takes_engines_and_sessionmakers_only(db_session: AsyncSession) -> None:
     """Anything else in bind= is named."""
     with pytest.raises(TypeError) as excinfo:
         app_client(app, session=db_session, bind=[42])
     assert excinfo.value.args == (
-        "app_client(bind=...) takes async_sessionmakers and dependency functions, got 42.",
+        "app_client(bind=...) takes the app's AsyncEngines (or 'module:attribute' paths to them) and "
+        "async_sessionmakers, got 42.",
     )

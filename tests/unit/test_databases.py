@@ -1,4 +1,4 @@
-"""harness.databases: test databases are created, marked, cloned, reused and dropped, and nothing else is touched."""
+"""harness.db.testdb: test databases are created, marked, cloned, reused and dropped, and nothing else is touched."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from harness.databases import TestDatabase
+from harness.db import TestDatabase
+from harness.db.engines import trust
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 from tests.models import Base
 
@@ -31,6 +32,7 @@ async def admin(harness_database: TestDatabase) -> AsyncIterator[AsyncConnection
     engine = create_async_engine(
         harness_database.server_url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
     )
+    trust(engine)  # the server's maintenance database, read by these tests past the database guard
     async with engine.connect() as connection:
         yield connection
     await engine.dispose()

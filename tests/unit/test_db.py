@@ -12,7 +12,7 @@ import gc
 import random
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -465,16 +465,19 @@ async def test_raw_savepoints_are_allowed(db_engine: AsyncEngine) -> None:
     await assert_clean(db_engine)
 
 
-async def test_second_connection_is_stopped(db_engine: AsyncEngine) -> None:
-    """Code that opens its own connection during a scope is told how to bind it instead."""
-    with pytest.raises(IsolationError) as excinfo:
-        async with rollback_scope(db_engine) as session:
-            session.add(Campaign(name="x"))
-            await session.flush()
-            async with db_engine.connect() as other:
-                await other.execute(text("SELECT 1"))
-    assert str(excinfo.value).startswith(f"A second database connection was opened at {__file__}:")
-    assert "harness.bind_sessions()" in str(excinfo.value)
+async def test_a_connection_opened_from_the_engine_during_a_scope_joins_it(db_engine: AsyncEngine) -> None:
+    """Code that opens its own connection during a scope works inside the test's transaction."""
+    async with rollback_scope(db_engine) as session:
+        session.add(Campaign(name="from the test"))
+        await session.flush()
+        async with db_engine.begin() as other:  # commits at the end of the block: a savepoint release
+            seen = (await other.execute(select(Campaign.name))).scalars().all()
+            await other.execute(insert(Campaign).values(name="from the code"))
+        assert seen == ["from the test"]
+        assert (await session.scalars(select(Campaign.name).order_by(Campaign.id))).all() == [
+            "from the test",
+            "from the code",
+        ]
     await assert_clean(db_engine)
 
 
@@ -697,38 +700,6 @@ async def test_bind_sessions_points_the_sessionmaker_at_the_scope_and_restores_i
     await assert_clean(db_engine)
 
 
-async def test_bind_sessions_overrides_a_fastapi_dependency(db_engine: AsyncEngine) -> None:
-    """A FastAPI get_db dependency yields sessions in the test's scope, and the override is removed after."""
-    import httpx
-    from fastapi import Depends, FastAPI
-
-    app = FastAPI()
-    production = async_sessionmaker(expire_on_commit=False)
-
-    async def get_db() -> AsyncIterator[AsyncSession]:
-        async with production() as db:
-            yield db
-
-    @app.post("/campaigns")
-    async def create(db: AsyncSession = Depends(get_db)) -> dict[str, int]:  # noqa: B008
-        campaign = Campaign(name="via api")
-        db.add(campaign)
-        await db.commit()
-        return {"id": campaign.id}
-
-    async with rollback_scope(db_engine) as session:
-        with bind_sessions(session, app=app, dependencies=[get_db]):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                response = await client.post("/campaigns")
-        assert response.status_code == 200
-        assert app.dependency_overrides == {}
-        created = await session.get(Campaign, response.json()["id"])
-        assert created is not None
-        assert created.name == "via api"
-    await assert_clean(db_engine)
-
-
 async def test_bind_sessions_rejects_a_sync_sessionmaker(db_engine: AsyncEngine) -> None:
     """A sync sessionmaker cannot join an async scope: the error says what to pass."""
     from sqlalchemy.orm import sessionmaker
@@ -763,17 +734,21 @@ async def test_bind_sessions_after_the_scope_ended_is_an_error(db_engine: AsyncE
     )
 
 
-async def test_bind_sessions_dependencies_need_the_app(db_engine: AsyncEngine) -> None:
-    """Dependencies without app= cannot be overridden, and the error says so."""
+async def test_bind_sessions_refuses_dependencies_with_what_to_bind_instead(db_engine: AsyncEngine) -> None:
+    """Replacing a dependency drops what it does after yield (a commit): refused, naming the fix."""
 
-    def get_db() -> None:
+    async def get_db() -> None:
         pass
 
     async with rollback_scope(db_engine) as session:
         with pytest.raises(TypeError) as excinfo, bind_sessions(session, dependencies=[get_db]):
             pass
     assert excinfo.value.args == (
-        "bind_sessions(dependencies=...) needs app=<the FastAPI app> whose dependency_overrides it sets.",
+        "harness no longer replaces dependencies such as test_bind_sessions_refuses_dependencies_with_what_to_bind_"
+        "instead.<locals>.get_db: the replacement dropped what the dependency does after `yield` (a commit, say), "
+        "so the app's writes were silently rolled back. Adopt the engine the dependency uses instead "
+        "(harness_engines = app.db:engine in the pytest configuration, or harness.adopt_engines()), or bind its "
+        "async_sessionmaker; the dependency then runs unchanged.",
     )
 
 
@@ -785,6 +760,7 @@ async def test_probe_passes_on_a_test_engine(db_engine: AsyncEngine) -> None:
     await probe_isolation(db_engine)
 
 
+@pytest.mark.allow_database  # an engine harness did not make, on purpose
 async def test_probe_catches_the_sqlite_driver_leak(tmp_path: Path) -> None:
     """Without harness's SQLite fix the documented recipe leaks, and the probe says so loudly."""
     plain = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_plain.db'}")
@@ -975,3 +951,24 @@ async def test_commit_scope_takes_an_engine() -> None:
     with pytest.raises(TypeError, match=r"commit_scope\(\) takes an AsyncEngine, got AsyncSession\."):
         async with commit_scope(AsyncSession()):  # type: ignore[arg-type]
             pass
+
+
+def test_a_pooled_sqlite_connection_serves_the_next_event_loop(tmp_path: Path) -> None:
+    """A connection whose lock a task of one loop waited for works in the next loop (per-test loops)."""
+    engine = create_test_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_loops.db'}")
+
+    async def contend() -> None:
+        async with engine.connect() as connection:
+            adapter = (await connection.get_raw_connection()).dbapi_connection
+            if not hasattr(adapter, "_execute_mutex"):
+                pytest.skip("this SQLAlchemy's aiosqlite adapter has no lock (2.0)")
+
+            async def hold() -> None:
+                async with adapter._execute_mutex:  # type: ignore[union-attr]  # SQLAlchemy's own lock
+                    await asyncio.sleep(0.01)
+
+            await asyncio.gather(hold(), hold())  # the second waits: the lock binds to this loop
+
+    asyncio.run(contend())
+    asyncio.run(contend())  # a new loop, the same pooled connection
+    asyncio.run(engine.dispose())

@@ -1,4 +1,4 @@
-"""The HTTP API: FastAPI with a get_db dependency, as in our users' services."""
+"""The HTTP API: FastAPI with a lifespan and a get_db dependency, as in our users' services."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, UploadFile
@@ -18,8 +19,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Campaign, Contact, Message, User
-from app.service import SessionLocal, list_campaigns
+from app.db import SessionLocal, engine
+from app.models import Base, Campaign, Contact, Message, User
+from app.service import list_campaigns
 
 # The provider signs its webhooks the Standard Webhooks way (webhook-id/-timestamp/-signature).
 WEBHOOK_SECRET = os.environ.get(
@@ -27,12 +29,23 @@ WEBHOOK_SECRET = os.environ.get(
 )
 WEBHOOK_TOLERANCE_SECONDS = 300
 
-app = FastAPI()
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async with engine.begin() as connection:  # a development convenience, as the tutorials show
+        await connection.run_sync(Base.metadata.create_all)
+    yield
+    await engine.dispose()
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 async def get_db() -> AsyncIterator[AsyncSession]:
+    """One unit of work per request: the endpoints flush, the commit comes after the response."""
     async with SessionLocal() as session:
         yield session
+        await session.commit()
 
 
 Db = Annotated[AsyncSession, Depends(get_db)]
@@ -66,7 +79,7 @@ def _campaign_out(campaign: Campaign) -> dict[str, object]:
 async def create_campaign(body: CampaignIn, db: Db) -> dict[str, object]:
     campaign = Campaign(**body.model_dump())
     db.add(campaign)
-    await db.commit()
+    await db.flush()  # get_db commits
     return _campaign_out(campaign)
 
 

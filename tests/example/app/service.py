@@ -6,14 +6,11 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from app.db import SessionLocal
 from app.models import Campaign, CampaignSend, Contact
-
-# Production binds this to the real engine at start-up; tests bind it to their rollback scope.
-SessionLocal: async_sessionmaker[AsyncSession] = async_sessionmaker(expire_on_commit=False)
-
 
 BUSINESS_ZONE = ZoneInfo("America/New_York")
 OPENS, CLOSES = time(9), time(17)

@@ -28,14 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from harness.db import (
-    TEST_PREFIX,
-    check_test_database,
-    create_test_engine,
-    is_memory,
-    normalize_url,
-    probe_isolation,
-)
+from harness.db.engines import create_test_engine, trust
+from harness.db.probe import probe_isolation
+from harness.db.urls import TEST_PREFIX, check_test_database, is_memory, normalize_url
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 
 __all__ = ["Schema", "TestDatabase", "run_sync"]
@@ -47,6 +42,9 @@ connection (sync callables, such as an Alembic ``upgrade``, get a sync `Connecti
 _MARK = "created by harness for tests"
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _MAX_NAME = 63  # PostgreSQL's NAMEDATALEN - 1
+_LOCK_TIMEOUT = "10s"
+# Pool settings that only a pooling pool takes: the schema is built on an unpooled engine.
+_POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "poolclass", "pool")
 T = TypeVar("T")
 
 
@@ -70,7 +68,7 @@ class TestDatabase:
     ``reuse=True`` keeps the database after `drop` and reuses it next time if the schema did not
     change; ``recreate=True`` rebuilds it even then.
 
-    Usage::
+    Usage:
 
         database = TestDatabase("postgresql://postgres@127.0.0.1/app", schema=Base.metadata)
         engine = await database.create()      # test_app, with the schema
@@ -212,7 +210,7 @@ class TestDatabase:
                 engine = create_test_engine(
                     self.server_url.set(database=self.template_name),
                     allow_remote=self.allow_remote,
-                    **{**self.engine_options, "poolclass": NullPool},
+                    **_unpooled(self.engine_options),
                 )
                 try:
                     await _build_schema(engine, self.schema, self.template_name)
@@ -235,6 +233,9 @@ class TestDatabase:
     async def _clone(self, admin: AsyncConnection) -> None:
         await admin.execute(text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template_name}"'))
         await self._mark(admin, self.name, self.fingerprint())
+        # Whatever connects to the test database, even a connection harness does not know of,
+        # waits at most this long on the test's locks instead of hanging.
+        await admin.execute(text(f"ALTER DATABASE \"{self.name}\" SET lock_timeout = '{_LOCK_TIMEOUT}'"))
 
     async def _mark(self, admin: AsyncConnection, name: str, details: str) -> None:
         # details: "building", or the schema fingerprint (and the run that built a template)
@@ -286,7 +287,7 @@ class TestDatabase:
         self._marker_path.write_text(
             json.dumps({"mark": _MARK, "schema": "building"})
         )  # ours, not usable yet
-        engine = create_test_engine(self.url, **{**self.engine_options, "poolclass": NullPool})
+        engine = create_test_engine(self.url, **_unpooled(self.engine_options))
         try:
             await _build_schema(engine, self.schema, self.name)
         except SchemaError:
@@ -325,6 +326,7 @@ class _AdminConnection:
         self.engine = create_async_engine(
             self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"timeout": 10}
         )
+        trust(self.engine)
         self.connection: AsyncConnection | None = None
 
     async def __aenter__(self) -> AsyncConnection:
@@ -345,6 +347,10 @@ class _AdminConnection:
         if self.connection is not None:
             await self.connection.close()
         await self.engine.dispose()
+
+
+def _unpooled(options: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in options.items() if k not in _POOL_SIZING}, "poolclass": NullPool}
 
 
 async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:

@@ -1,0 +1,360 @@
+"""Test engines: `create_test_engine`, the driver fixes it applies, and the guards on its dialect.
+
+Every engine harness makes gets, on its dialect (shared with the engines that
+``execution_options()`` derives, and with the app's engines harness adopts):
+
+- a pool that, while a rollback scope is active, hands out `JoinedConnection`s on the scope's
+  connection instead of connections of their own;
+- statement guards that call the active scope for every statement on its connection (savepoint
+  tracking, raw COMMIT, overlapping sessions) and stop a commit of its outer transaction;
+- on SQLite, SQLAlchemy's documented transaction fix; on PostgreSQL, lock and statement timeouts.
+
+`EngineState` is what the guards and the pool share per engine: the active scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool
+
+try:
+    from sqlalchemy.util import await_
+except ImportError:  # SQLAlchemy 2.0 names it await_only
+    from sqlalchemy.util import await_only as await_
+
+from harness.db._where import caller
+from harness.db.joining import DeferredChecks, JoinedConnection
+from harness.db.urls import DEFAULT_URL, TEST_PREFIX, check_test_database, database_key, refuse_redirects
+from harness.exceptions import IsolationError, UnsafeDatabaseError
+
+__all__ = ["EngineState", "create_test_engine", "is_test_engine", "prepare", "state_of", "trust"]
+
+SCOPE_KEY = "harness.scope"  # in a scope's connection.info and its sessions' info
+LAZY_BEGIN = "harness_lazy_begin"  # execution option of a commit scope's own session (SQLite)
+# Whitespace and comments before a statement's first keyword.
+LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+
+
+@dataclass(eq=False)
+class EngineState:
+    """What a test engine's pool and guards share: the scopes active on it."""
+
+    scopes: list[Any] = field(default_factory=list)  # outermost rollback scopes, innermost last
+    own_checkout: bool = False  # harness opening or closing a scope's connection: not to be joined
+    commit_scopes: int = 0  # real commits from several connections: SQLite writers must queue
+    deferred: DeferredChecks | None = None  # read once, at the first commit code makes in a scope
+
+
+_states: WeakKeyDictionary[Dialect, EngineState] = WeakKeyDictionary()
+_test_dialects: WeakKeyDictionary[Dialect, tuple[Any, ...]] = (
+    WeakKeyDictionary()
+)  # create_test_engine's: database keys
+_trusted: weakref.WeakSet[Dialect] = weakref.WeakSet()  # harness's other engines: admin connections
+
+
+def state_of(engine: Engine | AsyncEngine | Connection) -> EngineState:
+    """The state of a prepared engine (kept per dialect, so derived and adopted engines share it)."""
+    return _states[engine.dialect]
+
+
+def prepare(engine: Engine) -> EngineState:
+    """Give ``engine`` the joining pool and the guards on its dialect (once); return its state.
+
+    `create_test_engine` does this; a scope does it for an engine it is handed that harness did
+    not make (a PostgreSQL engine on a test database).
+    """
+    state = _states.get(engine.dialect)
+    if state is None:
+        state = _states[engine.dialect] = EngineState()
+        _guard_dialect(engine.dialect)
+    if not isinstance(engine.pool, _JoiningPool):
+        engine.pool.__class__ = _joining(type(engine.pool))
+    return state
+
+
+def is_test_engine(engine: Engine | AsyncEngine) -> bool:
+    """Whether ``engine`` was made by `create_test_engine` (or derives from one)."""
+    return engine.dialect in _test_dialects
+
+
+def test_database_urls() -> set[tuple[Any, ...]]:
+    """The databases of the live test engines, as `database_key` tuples."""
+    return set(_test_dialects.values())
+
+
+def trust(engine: Engine | AsyncEngine) -> None:
+    """Let ``engine`` through harness's database guard: harness's own engines (admin connections)."""
+    _trusted.add(engine.dialect)
+
+
+def is_trusted(dialect: Dialect) -> bool:
+    """Whether connections of ``dialect`` are harness's own: test engines and trusted ones."""
+    return dialect in _trusted or dialect in _test_dialects
+
+
+def create_test_engine(
+    url: str | URL | None = None,
+    *,
+    allow_remote: bool = False,
+    lock_timeout: float | None = 5.0,
+    statement_timeout: float | None = 60.0,
+    **engine_options: Any,
+) -> AsyncEngine:
+    """Create an `AsyncEngine` for tests, with rollback isolation that holds on every backend.
+
+    The default is in-memory SQLite on aiosqlite. On SQLite, harness applies SQLAlchemy's fix for
+    SAVEPOINT and transactional DDL (it emits BEGIN itself) and turns on foreign keys; without the
+    fix a test's committed rows survive the rollback. On PostgreSQL (asyncpg) every connection gets
+    ``lock_timeout`` and ``statement_timeout`` (seconds; ``None`` turns one off), so a test blocked
+    by another connection fails with an explanation instead of hanging.
+
+    While a rollback scope is active on the engine, connections code opens from it join the
+    scope's transaction (see `harness.db.joining`).
+
+    The URL must name a test database (see `check_test_database`); other keyword arguments go to
+    `sqlalchemy.ext.asyncio.create_async_engine`.
+
+    Usage:
+
+        engine = create_test_engine("postgresql+asyncpg://postgres@127.0.0.1/test_app")
+        async with rollback_scope(engine) as session:
+            ...
+    """
+    parsed = check_test_database(url if url is not None else DEFAULT_URL, allow_remote=allow_remote)
+    options: dict[str, Any] = dict(engine_options)
+    refuse_redirects(options.get("connect_args", {}), "connect_args")
+    if "host" in options.get("connect_args", {}):
+        check_test_database(parsed.set(host=str(options["connect_args"]["host"])), allow_remote=allow_remote)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = dict(options.pop("connect_args", {}))
+        settings = {"application_name": "harness", **connect_args.pop("server_settings", {})}
+        for name, seconds in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
+            if seconds is not None:
+                settings.setdefault(name, f"{int(seconds * 1000)}ms")
+        options["connect_args"] = {"timeout": 10, **connect_args, "server_settings": settings}
+    engine = create_async_engine(parsed, **options)
+    sync_engine = engine.sync_engine
+    prepare(sync_engine)
+    _test_dialects[sync_engine.dialect] = database_key(parsed)
+    if parsed.get_backend_name() == "sqlite":
+        _fix_sqlite_transactions(sync_engine)
+    else:
+        event.listen(sync_engine, "handle_error", explain_timeouts)
+        event.listen(sync_engine, "connect", _check_connected_database)
+    return engine
+
+
+# -- The pool: joined connections while a scope is active --------------------------------------------
+
+
+class _JoiningPool(Pool):
+    def connect(self) -> Any:
+        state = _states.get(self._dialect)  # type: ignore[arg-type]
+        if state is not None and state.scopes and not state.own_checkout:
+            return JoinedConnection(state.scopes[-1], state)
+        return super().connect()
+
+
+_joining_classes: dict[type[Pool], type[Pool]] = {}
+
+
+def _joining(pool_class: type[Pool]) -> type[Pool]:
+    """``pool_class`` with `_JoiningPool`'s connect(); kept by ``Pool.recreate()`` after a dispose."""
+    if issubclass(pool_class, _JoiningPool):
+        return pool_class
+    if pool_class not in _joining_classes:
+        _joining_classes[pool_class] = type(f"Joining{pool_class.__name__}", (_JoiningPool, pool_class), {})
+    return _joining_classes[pool_class]
+
+
+# -- Driver fixes ----------------------------------------------------------------------------------
+
+
+def _check_connected_database(dbapi_connection: Any, _record: Any) -> None:
+    # The last word on safety: whatever the URL and options said, the server must say test_.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SELECT current_database()")
+    name = cursor.fetchone()[0]
+    cursor.close()
+    if not name.startswith(TEST_PREFIX):
+        dbapi_connection.close()
+        msg = f"Refusing to use database {name!r}: the server connected harness to a database whose name does not start with {TEST_PREFIX!r}."
+        raise UnsafeDatabaseError(msg)
+
+
+def _fix_sqlite_transactions(engine: Engine) -> None:
+    # SQLAlchemy's documented fix: sqlite3's legacy transaction control skips BEGIN before
+    # SAVEPOINT and DDL, so a released savepoint escapes the outer transaction and its rows leak.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("foreign_keys=ON", "journal_mode=MEMORY", "synchronous=OFF"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite connections outlive a test's event loop (pytest-asyncio's per-test loops), and
+        # SQLAlchemy's adapter guards each with an asyncio.Lock that binds itself to the loop of the
+        # first task that had to wait for it (sessions overlapping, say): the next loop's waiter
+        # would fail with "bound to a different event loop". A fresh lock per check-in unbinds it.
+        if dbapi_connection is not None and hasattr(dbapi_connection, "_execute_mutex"):
+            dbapi_connection._execute_mutex = asyncio.Lock()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # Straight to the driver, once per test: aiosqlite's Connection.execute is one trip to its
+        # thread, where a cursor would take three (create, execute, close).
+        # Under real commits, concurrent transactions that read and then write would deadlock on
+        # SQLite's lock upgrade (SQLITE_BUSY at once); IMMEDIATE makes them wait for the lock instead.
+        # The test's own session (a commit scope's) begins lazily instead, so its reads lock nothing.
+        if connection.get_execution_options().get(LAZY_BEGIN, False):
+            return  # see _begin_before_writing
+        if isinstance(connection.connection, JoinedConnection):
+            return  # its transaction is a savepoint inside the scope's
+        state = _states.get(connection.dialect)
+        begin = "BEGIN IMMEDIATE" if state is not None and state.commit_scopes else "BEGIN"
+        await_(connection.connection.driver_connection.execute(begin))  # type: ignore[union-attr]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _begin_before_writing(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        # A commit scope's own session reads outside a transaction, so each read sees what other
+        # connections committed (as READ COMMITTED does on PostgreSQL) and holds no lock that would
+        # stop them; its first write begins the transaction.
+        if not connection.get_execution_options().get(LAZY_BEGIN, False):
+            return
+        driver = connection.connection.driver_connection
+        if not driver.in_transaction and LEADING_NOISE.sub("", statement)[:6].upper() != "SELECT":  # type: ignore[union-attr]
+            await_(driver.execute("BEGIN"))  # type: ignore[union-attr]
+
+
+TIMEOUT_NOTES = {
+    "55P03": (
+        "harness: the statement waited longer than lock_timeout for a row or table lock held by another "
+        "connection. Inside a test this is usually a connection that is not part of the test's transaction "
+        "(an engine harness did not adopt, or a test marked allow_database) waiting on a lock the test holds: "
+        "adopt the engine (harness.adopt_engines, or harness_engines in the pytest configuration), or raise the "
+        "limit with create_test_engine(lock_timeout=...)."
+    ),
+    "57014": (
+        "harness: the statement ran longer than statement_timeout and PostgreSQL cancelled it. Raise the "
+        "limit with create_test_engine(statement_timeout=...) if the query is meant to be slow."
+    ),
+}
+
+
+def explain_timeouts(context: Any) -> None:
+    """A handle_error listener: add harness's note to PostgreSQL's lock and statement timeouts."""
+    code = getattr(context.original_exception, "sqlstate", None)
+    if code in TIMEOUT_NOTES and context.sqlalchemy_exception is not None:
+        context.sqlalchemy_exception.add_note(TIMEOUT_NOTES[code])
+
+
+# -- Guards on the dialect -------------------------------------------------------------------------
+
+
+def active_scope(connection: Any) -> Any:
+    """The active rollback scope holding ``connection`` (SQLAlchemy's or the pool's), if any."""
+    try:
+        scope = connection.info.get(SCOPE_KEY)
+    except NotImplementedError:  # the bare DBAPI connection of SQLAlchemy's first-connect queries
+        return None
+    return scope if scope is not None and scope.active else None
+
+
+_guarded_dialects: weakref.WeakSet[Dialect] = weakref.WeakSet()
+
+
+def _guard_dialect(dialect: Dialect) -> None:
+    """Stop commits of a scope's outer transaction and raw SQL that would end it; track savepoints.
+
+    These hook the dialect rather than Connection events: a single Connection listener puts every
+    connection of the engine on SQLAlchemy's event path, which costs each test a fifth of a round
+    trip. Engines made with ``execution_options()`` share their base engine's dialect: hooked once.
+    """
+    if dialect in _guarded_dialects:
+        return
+    _guarded_dialects.add(dialect)
+    _send_savepoints_as_text(dialect)
+    commit = dialect.do_commit
+
+    def do_commit(pool_connection: Any) -> None:
+        scope = None if isinstance(pool_connection, JoinedConnection) else active_scope(pool_connection)
+        if scope is not None:
+            scope._stop_commit(
+                IsolationError(
+                    f"The test's outer transaction was committed at {caller()} (Connection.commit() on the "
+                    "scope's connection, for example through session.connection()). harness stopped the commit; "
+                    "call session.commit() instead, which releases a savepoint and keeps the test isolated."
+                )
+            )
+        commit(pool_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+
+    set_options = dialect.set_connection_execution_options
+
+    def set_connection_execution_options(connection: Connection, opts: Any) -> None:
+        joined = connection.connection
+        if isinstance(joined, JoinedConnection) and "isolation_level" in opts:
+            if str(opts["isolation_level"]).upper() == "AUTOCOMMIT":
+                msg = (
+                    f"Code at {caller()} asked for isolation_level='AUTOCOMMIT' inside the test's transaction: "
+                    "each of its statements would commit at once, past the rollback. harness refused it. Test "
+                    "such code with real commits (harness.RealCommitsTest, or harness.commit_scope())."
+                )
+                raise IsolationError(msg)
+            # A savepoint cannot change its transaction's isolation level: the test's applies.
+            opts = {key: value for key, value in opts.items() if key != "isolation_level"}
+        set_options(connection, opts)
+
+    dialect.set_connection_execution_options = set_connection_execution_options  # type: ignore[method-assign]
+
+    # A listener returning True tells SQLAlchemy the statement is done: harness skips one that would fail.
+    @event.listens_for(dialect, "do_execute")
+    @event.listens_for(dialect, "do_executemany")
+    def _execute(_cursor: Any, sent: str, _parameters: Any, context: Any) -> bool:
+        scope = active_scope(context.root_connection)
+        return scope is not None and bool(scope._check_statement(sent))
+
+    @event.listens_for(dialect, "do_execute_no_params")
+    def _execute_no_params(_cursor: Any, sent: str, context: Any) -> bool:
+        scope = active_scope(context.root_connection)
+        return scope is not None and bool(scope._check_statement(sent))
+
+
+def _send_savepoints_as_text(dialect: Dialect) -> None:
+    """Send SAVEPOINT statements as plain SQL instead of compiling a clause for each.
+
+    Every test opens at least one savepoint and every commit in the code under test another; the
+    compiled path costs a third of a round trip more. The statements, events and errors are the same.
+    A joined connection's savepoints get names of their own (see `JoinedConnection.savepoint_name`).
+    """
+    quote = dialect.identifier_preparer.quote
+
+    def unique(connection: Connection, name: str) -> str:
+        joined = connection.connection
+        return quote(joined.savepoint_name(name) if isinstance(joined, JoinedConnection) else name)
+
+    def do_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {unique(connection, name)}")
+
+    def do_release_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {unique(connection, name)}")
+
+    def do_rollback_to_savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {unique(connection, name)}")
+
+    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]

@@ -1,0 +1,503 @@
+"""The app's own engines join the test: what the app commits is the test's, and nothing else is reached.
+
+Every test here runs on three backends: a SQLite file, in-memory SQLite, and PostgreSQL (when the
+run has a server: --harness-database-url). The "app" is what most FastAPI projects look like: an
+engine built at import time on the development database, a sessionmaker on it, a dependency that
+commits after ``yield``, a lifespan that runs ``create_all``. harness adopts the engine; the
+development database must never be touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError, UnboundExecutionError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+
+from harness import (
+    DatabaseBlockedError,
+    IsolationError,
+    LifespanError,
+    ScopeError,
+    TestDatabase,
+    adopt_engines,
+    app_client,
+    bind_sessions,
+    block_databases,
+    rollback_scope,
+)
+from harness.db import resolve_engine
+from harness.exceptions import DatabaseConfigError
+from tests.models import Base, Campaign
+
+BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest, harness_database: TestDatabase) -> AsyncEngine:
+    """A test engine on each backend; the run's own database where it is of that kind."""
+    kind = request.param
+    if kind == "postgres" and not harness_database.is_postgres:
+        pytest.skip("PostgreSQL runs with --harness-database-url")
+    run_has_it = (kind == "postgres") == harness_database.is_postgres and kind != "sqlite-memory"
+    engine: AsyncEngine = request.getfixturevalue("db_engine" if run_has_it else "_own_database")
+    return engine
+
+
+@pytest.fixture
+async def _own_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    memory = request.node.callspec.params["engine"] == "sqlite-memory"
+    database = TestDatabase(
+        "sqlite+aiosqlite://" if memory else f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+        schema=Base.metadata,
+    )
+    try:
+        yield await database.create()
+    finally:
+        await database.drop()
+
+
+class App:
+    """A FastAPI app shaped like most projects: its engine on the development database, built at import."""
+
+    def __init__(self, dev_path: Path) -> None:
+        self.dev_path = dev_path
+        self.engine = create_async_engine(f"sqlite+aiosqlite:///{dev_path}")
+        self.SessionLocal = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.fastapi = FastAPI(lifespan=self.lifespan)
+        maker = self.SessionLocal
+
+        async def get_db() -> AsyncIterator[AsyncSession]:
+            async with maker() as session:
+                yield session
+                await session.commit()  # unit of work per request: the endpoints only flush
+
+        @self.fastapi.post("/campaigns")
+        async def create(name: str, db: AsyncSession = Depends(get_db)) -> dict[str, int]:  # noqa: B008
+            campaign = Campaign(name=name)
+            db.add(campaign)
+            await db.flush()
+            return {"id": campaign.id}
+
+        @self.fastapi.post("/campaigns/direct")
+        async def create_directly(name: str) -> dict[str, str]:
+            async with self.engine.begin() as connection:  # no session at all
+                await connection.execute(insert(Campaign).values(name=name))
+            return {"name": name}
+
+        @self.fastapi.post("/campaigns/{campaign_id}/rename")
+        async def rename(campaign_id: int, name: str, db: AsyncSession = Depends(get_db)) -> dict[str, str]:  # noqa: B008
+            await db.execute(update(Campaign).where(Campaign.id == campaign_id).values(name=name))
+            return {"name": name}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        async with self.engine.begin() as connection:  # the tutorials' create_all at start-up
+            await connection.run_sync(Base.metadata.create_all)
+        yield
+        await self.engine.dispose()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    return App(tmp_path / "development.db")
+
+
+async def count(engine: AsyncEngine) -> int:
+    """Campaigns, read on a fresh connection outside any scope."""
+    async with engine.connect() as connection:
+        return int((await connection.execute(select(func.count()).select_from(Campaign))).scalar_one())
+
+
+# -- 1. A dependency that commits after yield keeps its writes ----------------------------------------
+
+
+async def test_a_dependency_that_commits_after_yield_keeps_its_writes(engine: AsyncEngine, app: App) -> None:
+    """The app's own get_db runs unchanged: its commit after yield reaches the test's transaction."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session, app_client(app.fastapi) as client:
+            response = await client.post("/campaigns", params={"name": "January"})
+            assert response.status_code == 200
+            assert await session.scalar(select(func.count()).select_from(Campaign)) == 1
+            assert (await session.get(Campaign, response.json()["id"])) is not None
+    assert await count(engine) == 0
+    assert not app.dev_path.exists()
+
+
+async def test_a_bound_sessionmaker_keeps_the_dependencys_commit(engine: AsyncEngine, app: App) -> None:
+    """Binding the sessionmaker (not the engine) is as faithful: get_db's commit lands in the test."""
+    unbound = async_sessionmaker(expire_on_commit=False)
+    app.SessionLocal.configure(bind=None)
+    async with rollback_scope(engine) as session:
+        with bind_sessions(session, app.SessionLocal, unbound):
+            async with app_client(app.fastapi, lifespan=False) as client:
+                response = await client.post("/campaigns", params={"name": "February"})
+            async with unbound() as other:
+                other.add(Campaign(name="March"))
+                await other.commit()
+        assert response.status_code == 200
+        assert await session.scalar(select(func.count()).select_from(Campaign)) == 2
+    assert unbound.kw.get("bind") is None
+    assert await count(engine) == 0
+
+
+# -- 2. The development database is never written ------------------------------------------------------
+
+
+async def test_the_lifespan_runs_on_the_test_database(engine: AsyncEngine, app: App) -> None:
+    """The lifespan's create_all and dispose() run on the adopted engine; the dev file is never created."""
+    with adopt_engines(app.engine, test_engine=engine):
+        for _ in range(2):  # dispose() at shut-down does not close the test engine's connections
+            async with rollback_scope(engine), app_client(app.fastapi) as client:
+                assert (await client.post("/campaigns", params={"name": "x"})).status_code == 200
+    assert not app.dev_path.exists()
+    assert await count(engine) == 0
+
+
+async def test_an_engine_harness_did_not_adopt_is_refused_before_it_connects(
+    engine: AsyncEngine, app: App
+) -> None:
+    """Without adoption the app's lifespan is refused, naming the database and where its engine was made."""
+    with block_databases(), pytest.raises(LifespanError) as excinfo:
+        async with rollback_scope(engine), app_client(app.fastapi):
+            pass
+    assert isinstance(excinfo.value.__cause__, DatabaseBlockedError)
+    message = str(excinfo.value.__cause__)
+    assert message.startswith(
+        f"Refusing a connection to sqlite+aiosqlite:///{app.dev_path} from an engine created at {__file__}:"
+    )
+    assert "in __init__: while tests run, harness lets code reach only the databases it created" in message
+    assert "- If this is the app's engine, adopt it: harness_engines = app.db:engine" in message
+    assert "- If the test really needs this database, mark it @pytest.mark.allow_database(" in message
+    assert not app.dev_path.exists()  # refused before the driver created the file
+
+
+async def test_a_swallowed_refusal_is_reported(app: App) -> None:
+    """Code that catches the refusal does not hide it: the guard lists it."""
+    with block_databases() as guard:
+        with contextlib.suppress(Exception):
+            async with app.engine.connect():
+                pass
+        with pytest.raises(DatabaseBlockedError) as excinfo:
+            guard.assert_nothing_blocked()
+    assert str(excinfo.value).startswith(
+        "harness refused connections to databases it did not create, which the code under test may have hidden "
+        f"with `except Exception`:\n- sqlite+aiosqlite:///{app.dev_path}\n"
+    )
+
+
+async def test_allowed_and_in_memory_databases_pass_the_guard(app: App, tmp_path: Path) -> None:
+    """allow= names a database the code may reach; an in-memory one can hurt nothing."""
+    with block_databases(allow=[app.dev_path.name]):
+        async with app.engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+    memory = create_async_engine("sqlite+aiosqlite://")
+    with block_databases():
+        async with memory.connect() as connection:
+            assert (await connection.execute(text("SELECT 2"))).scalar_one() == 2
+    await memory.dispose()
+    await app.engine.dispose()
+
+
+# -- 3. Escapes through the app's engine --------------------------------------------------------------
+
+
+async def test_direct_use_of_the_apps_engine_joins_the_test(engine: AsyncEngine, app: App) -> None:
+    """async with engine.begin() in the app is a savepoint of the test's transaction, gone after it."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session, app_client(app.fastapi) as client:
+            await client.post("/campaigns/direct", params={"name": "direct"})
+            assert (await session.scalars(select(Campaign.name))).all() == ["direct"]
+    assert await count(engine) == 0
+
+
+async def test_an_engine_of_its_own_on_the_test_database_is_refused(engine: AsyncEngine) -> None:
+    """A second engine on the test database would not join the transaction (and would wait on its locks)."""
+    if engine.url.database in (None, "", ":memory:"):
+        pytest.skip("every in-memory engine has a database of its own")
+    own = create_async_engine(engine.url)
+    try:
+        with block_databases(), pytest.raises(DatabaseBlockedError) as excinfo:
+            async with rollback_scope(engine), own.connect():
+                pass
+    finally:
+        await own.dispose()
+    shown = engine.url.render_as_string(hide_password=True)
+    assert str(excinfo.value).startswith(
+        f"Refusing a connection to harness's test database {shown} from an engine created at {__file__}:"
+    )
+    assert (
+        "harness did not adopt that engine, so its connection would not join the test's transaction"
+        in str(excinfo.value)
+    )
+
+
+async def test_the_test_database_bounds_lock_waits_for_any_connection(engine: AsyncEngine) -> None:
+    """On PostgreSQL the test database itself sets lock_timeout: no connection to it can wait forever."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("lock_timeout is a PostgreSQL setting")
+    plain = create_async_engine(engine.url)  # not harness's: no timeouts of its own
+    try:
+        with block_databases(allow=["*"]):
+            async with plain.connect() as connection:
+                assert (await connection.execute(text("SHOW lock_timeout"))).scalar_one() == "10s"
+    finally:
+        await plain.dispose()
+
+
+async def test_the_adopted_engine_outside_a_scope_is_refused(engine: AsyncEngine, app: App) -> None:
+    """Outside any scope the adopted engine's writes would outlive the test: refused with the fix."""
+    with adopt_engines(app.engine, test_engine=engine), pytest.raises(ScopeError) as excinfo:
+        async with app.engine.begin() as connection:
+            await connection.execute(insert(Campaign).values(name="escaped"))
+    assert str(excinfo.value).startswith(
+        f"The app's engine on 'sqlite+aiosqlite:///{app.dev_path}' (adopted by harness: it works on the test "
+        f"database) was used at {__file__}:"
+    )
+    assert "Give the test a scope: ask for db_session (or app_client)" in str(excinfo.value)
+    assert await count(engine) == 0
+
+
+async def test_autocommit_on_a_joined_connection_is_refused(engine: AsyncEngine) -> None:
+    """AUTOCOMMIT would commit each statement past the rollback: refused, pointing at real commits."""
+    async with rollback_scope(engine):
+        with pytest.raises(IsolationError, match=r"asked for isolation_level='AUTOCOMMIT' inside the test's"):
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+    assert await count(engine) == 0
+
+
+# -- 4. A forgotten bind ------------------------------------------------------------------------------
+
+
+async def test_an_unbound_sessionmaker_fails_as_sqlalchemy_says(engine: AsyncEngine) -> None:
+    """The raw error stays SQLAlchemy's; the plugin adds what to bind (tests/plugin/test_adoption_plugin.py)."""
+    unbound = async_sessionmaker()
+    async with rollback_scope(engine):
+        with pytest.raises(UnboundExecutionError):
+            async with unbound() as session:
+                await session.execute(select(Campaign))
+
+
+# -- 5. Refusals never destroy the database ---------------------------------------------------------
+
+
+async def test_refused_escapes_leave_the_database_and_its_schema(engine: AsyncEngine, app: App) -> None:
+    """A stopped commit and a refused escape do not close the scope's connection: the next test has its tables."""
+    with pytest.raises(IsolationError, match=r"^The test's outer transaction was committed at "):
+        async with rollback_scope(engine) as session:
+            session.add(Campaign(name="stopped"))
+            await session.flush()
+            await (await session.connection()).commit()
+    with pytest.raises(IsolationError, match=r"^Raw SQL 'COMMIT' at "):
+        async with rollback_scope(engine) as session:
+            with contextlib.suppress(IsolationError):
+                await session.execute(text("COMMIT"))
+    with block_databases(), pytest.raises(DatabaseBlockedError):
+        async with rollback_scope(engine), app.engine.connect():
+            pass
+    async with rollback_scope(engine) as session:
+        session.add(Campaign(name="next test"))
+        await session.flush()
+        assert await session.scalar(select(func.count()).select_from(Campaign)) == 1
+    assert await count(engine) == 0
+
+
+# -- 6. Adopting the engine an app already built -----------------------------------------------------
+
+
+async def test_an_engine_is_adopted_by_its_module_path_and_restored(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'module:attribute' names the app's engine; leaving the block gives the app its own engine back."""
+    (tmp_path / "adopted_app").mkdir()
+    (tmp_path / "adopted_app" / "__init__.py").write_text("")
+    (tmp_path / "adopted_app" / "db.py").write_text(
+        textwrap.dedent(
+            f"""
+            from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+            engine = create_async_engine("sqlite+aiosqlite:///{tmp_path / "dev.db"}")
+            SessionLocal = async_sessionmaker(engine, expire_on_commit=False)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "adopted_app.db", raising=False)
+    app_engine = resolve_engine("adopted_app.db:engine")
+    own = app_engine.sync_engine
+    with adopt_engines("adopted_app.db:engine", test_engine=engine):
+        assert app_engine.url == engine.url
+        from adopted_app.db import SessionLocal  # type: ignore[import-not-found]
+
+        async with rollback_scope(engine) as session:
+            async with SessionLocal() as app_session:
+                app_session.add(Campaign(name="by path"))
+                await app_session.commit()
+            assert (await session.scalars(select(Campaign.name))).all() == ["by path"]
+    assert app_engine.sync_engine is own
+    assert await count(engine) == 0
+    assert not (tmp_path / "dev.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("adopted_nowhere", "'adopted_nowhere' does not name an engine: write 'package.module:attribute'"),
+        (
+            "json:loads",
+            "'json:loads' is function, not an AsyncEngine: harness adopts the app's async engines.",
+        ),
+        ("json:engine", "'json' has no attribute 'engine', so there is no engine at 'json:engine'."),
+        ("no_such_module_here:engine", "Cannot import 'no_such_module_here' to find the engine"),
+    ],
+)
+def test_a_path_that_names_no_engine_says_why(path: str, message: str) -> None:
+    """Each way a path can miss gets its own message."""
+    with pytest.raises(
+        DatabaseConfigError, match=rf"^{message[:40]}".replace("(", r"\(").replace(")", r"\)")
+    ):
+        resolve_engine(path)
+
+
+# -- What production's commit would reject --------------------------------------------------------------
+
+
+def deferred_tables() -> tuple[MetaData, Table, Table]:
+    metadata = MetaData()
+    parent = Table("deferred_parents", metadata, Column("id", Integer, primary_key=True))
+    child = Table(
+        "deferred_children",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column(
+            "parent_id", Integer, ForeignKey("deferred_parents.id", deferrable=True, initially="DEFERRED")
+        ),
+    )
+    return metadata, parent, child
+
+
+async def test_a_commit_checks_deferred_constraints_as_production_does(engine: AsyncEngine, app: App) -> None:
+    """A deferred foreign key the app's commit violates fails at that commit, and its work is rolled back."""
+    metadata, parent, child = deferred_tables()
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session:
+            await session.run_sync(lambda s: metadata.create_all(s.connection()))
+            async with app.SessionLocal() as app_session:
+                await app_session.execute(insert(child).values(id=1, parent_id=99))  # deferred: no error yet
+                with pytest.raises(IntegrityError):
+                    await app_session.commit()
+            async with app.SessionLocal() as app_session:  # the child first, its parent later: fine
+                await app_session.execute(insert(child).values(id=2, parent_id=7))
+                await app_session.execute(insert(parent).values(id=7))
+                await app_session.commit()
+            assert (await session.execute(select(child.c.id))).scalars().all() == [2]
+
+
+async def test_commit_hooks_fire_as_in_production(engine: AsyncEngine, app: App) -> None:
+    """Session after_commit and Connection commit listeners of the app see its commits, not its rollbacks."""
+    seen: list[str] = []
+
+    def after_commit(_session: Session) -> None:
+        seen.append("session committed")
+
+    event.listen(app.SessionLocal.class_.sync_session_class, "after_commit", after_commit)
+    try:
+        with adopt_engines(app.engine, test_engine=engine):
+            event.listen(app.engine.sync_engine, "commit", lambda _c: seen.append("connection committed"))
+            async with rollback_scope(engine):
+                async with app.SessionLocal() as app_session:
+                    app_session.add(Campaign(name="hooked"))
+                    await app_session.commit()
+                async with app.SessionLocal() as app_session:
+                    app_session.add(Campaign(name="rolled back"))
+                    await app_session.rollback()
+    finally:
+        event.remove(app.SessionLocal.class_.sync_session_class, "after_commit", after_commit)
+    assert seen == ["connection committed", "session committed"]
+
+
+# -- Stale objects --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("populate_existing", [False, True])
+async def test_populate_existing_shows_what_the_app_changed(
+    engine: AsyncEngine, app: App, populate_existing: bool
+) -> None:
+    """The test's session keeps its objects as loaded unless asked to refresh them on every query."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with (
+            rollback_scope(engine, populate_existing=populate_existing) as session,
+            app_client(app.fastapi) as client,
+        ):
+            campaign = Campaign(name="old")
+            session.add(campaign)
+            await session.commit()
+            await client.post(f"/campaigns/{campaign.id}/rename", params={"name": "new"})
+            reloaded = await session.scalar(select(Campaign).where(Campaign.id == campaign.id))
+            assert reloaded is campaign
+            assert campaign.name == ("new" if populate_existing else "old")
+
+
+# -- Sessions overlapping on the shared connection ---------------------------------------------------
+
+
+async def test_concurrent_requests_get_the_clear_error(engine: AsyncEngine, app: App) -> None:
+    """asyncio.gather over requests shares one connection: ConcurrentSessionError, with real commits as the fix."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine), app_client(app.fastapi) as client:
+
+            async def post(name: str) -> Any:
+                async with app.SessionLocal() as app_session:
+                    app_session.add(Campaign(name=name))
+                    await app_session.flush()
+                    await asyncio.sleep(0)
+                    await app_session.commit()
+
+            with pytest.raises(IsolationError, match="Two sessions used the test's connection"):
+                await asyncio.gather(post("a"), post("b"))
+            del client
+    assert await count(engine) == 0
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_adoption(app: App) -> Iterator[None]:
+    own = app.engine.sync_engine
+    yield
+    assert app.engine.sync_engine is own
+
+
+async def test_the_app_can_share_the_tests_own_session(engine: AsyncEngine, app: App) -> None:
+    """share_session=True hands the app the test's session: one identity map, nothing stale, nothing closed."""
+    async with rollback_scope(engine) as session:
+        campaign = Campaign(name="old")
+        session.add(campaign)
+        await session.flush()
+        async with app_client(
+            app.fastapi, session=session, bind=[app.SessionLocal], share_session=True, lifespan=False
+        ) as client:
+            await client.post(f"/campaigns/{campaign.id}/rename", params={"name": "new"})
+            await session.refresh(campaign)  # the same session: the app's UPDATE is in its transaction
+            assert campaign.name == "new"
+            async with app.SessionLocal.begin() as app_session:  # begin() inside the test's transaction
+                assert app_session.sync_session is session.sync_session
+                assert await app_session.get(Campaign, campaign.id) is campaign
+        assert campaign in session  # the app's close() left the test's session open
+    assert app.SessionLocal.class_ is AsyncSession
+    assert await count(engine) == 0
+
+
+def test_sharing_needs_a_sessionmaker_to_share_through(app: App) -> None:
+    """share_session without a sessionmaker in bind= has nothing to hand the session to."""
+    with pytest.raises(TypeError, match=r"^app_client\(share_session=True\) shares the session through"):
+        app_client(app.fastapi, share_session=True)

@@ -71,7 +71,7 @@ class _AdoptedEngine(OptionEngineMixin, Engine):
         """Nothing to dispose of: the connections are the test engine's."""
 
 
-def _joined(test_engine: AsyncEngine, name: str, execution_options: dict[str, Any]) -> _AdoptedEngine:
+def _check_test_engine(test_engine: AsyncEngine) -> None:
     if not isinstance(test_engine, AsyncEngine):  # untyped callers
         msg = (  # type: ignore[unreachable]
             f"The test engine must be an AsyncEngine harness made (harness.create_test_engine(), "
@@ -80,6 +80,10 @@ def _joined(test_engine: AsyncEngine, name: str, execution_options: dict[str, An
         raise DatabaseConfigError(msg)
     if not is_test_engine(test_engine):
         check_scope_engine(test_engine, trusted=False)
+
+
+def _joined(test_engine: AsyncEngine, name: str, execution_options: dict[str, Any]) -> _AdoptedEngine:
+    _check_test_engine(test_engine)
     prepare(test_engine.sync_engine)
     return _AdoptedEngine(test_engine.sync_engine, name, execution_options)
 
@@ -123,6 +127,7 @@ class EngineAdoption:
     """
 
     def __init__(self, engines: Iterable[AsyncEngine | str], test_engine: AsyncEngine) -> None:
+        _check_test_engine(test_engine)
         self.test_engine = test_engine
         self.engines: list[AsyncEngine] = []
         self._names: dict[AsyncEngine, str] = {}
@@ -176,7 +181,9 @@ class EngineAdoption:
 
 
 def _describe(engine: AsyncEngine) -> str:
-    return f"on {engine.url.render_as_string(hide_password=True)!r}"
+    adopted = _adopted.get(engine)
+    url = adopted[0].url if adopted is not None else engine.url  # its own URL, not the test database's
+    return f"on {url.render_as_string(hide_password=True)!r}"
 
 
 def adopt_engines(*engines: AsyncEngine | str, test_engine: AsyncEngine) -> EngineAdoption:

@@ -355,7 +355,7 @@ def test_the_lifespan_is_switched_off_by_marker_and_ini(project: pytest.Pytester
     add_ini(project, "harness_app_lifespan = off")
     result = run(project)
     result.assert_outcomes(failed=2)  # neither test started it
-    result.stdout.fnmatch_lines(["FAILED *::test_runs_it", "FAILED *::test_skips_it"])
+    result.stdout.fnmatch_lines(["FAILED *::test_runs_it*", "FAILED *::test_skips_it*"])
 
 
 def test_a_bad_lifespan_setting_lists_the_valid_ones(harness_pytester: pytest.Pytester) -> None:

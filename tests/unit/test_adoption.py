@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -20,11 +21,13 @@ from typing import Any
 import pytest
 from fastapi import Depends, FastAPI
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, event, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, UnboundExecutionError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError, UnboundExecutionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from harness import (
+    AppLifespan,
     DatabaseBlockedError,
     IsolationError,
     LifespanError,
@@ -34,6 +37,7 @@ from harness import (
     app_client,
     bind_sessions,
     block_databases,
+    create_test_engine,
     rollback_scope,
 )
 from harness.db import resolve_engine
@@ -271,9 +275,36 @@ async def test_the_adopted_engine_outside_a_scope_is_refused(engine: AsyncEngine
 async def test_autocommit_on_a_joined_connection_is_refused(engine: AsyncEngine) -> None:
     """AUTOCOMMIT would commit each statement past the rollback: refused, pointing at real commits."""
     async with rollback_scope(engine):
-        with pytest.raises(IsolationError, match=r"asked for isolation_level='AUTOCOMMIT' inside the test's"):
+        with pytest.raises(IsolationError) as excinfo:
             async with engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
+    assert re.fullmatch(
+        re.escape(f"Code at {__file__}:")
+        + r"\d+"
+        + re.escape(
+            " in test_autocommit_on_a_joined_connection_is_refused asked for isolation_level='AUTOCOMMIT' inside "
+            "the test's transaction: each of its statements would commit at once, past the rollback. harness "
+            "refused it. Test such code with real commits (harness.RealCommitsTest, or harness.commit_scope())."
+        ),
+        str(excinfo.value),
+    )
+    assert await count(engine) == 0
+
+
+async def test_a_connection_kept_beyond_its_scope_is_refused(engine: AsyncEngine) -> None:
+    """A connection that outlives the test's scope cannot run statements outside the test's transaction."""
+    async with rollback_scope(engine):
+        kept = await engine.connect()
+        await kept.execute(select(1))
+    with pytest.raises(StatementError) as excinfo:  # SQLAlchemy wraps what fails while it executes
+        await kept.execute(insert(Campaign).values(name="after the test"))
+    assert isinstance(excinfo.value.orig, ScopeError)
+    assert str(excinfo.value.orig).startswith(
+        "A database connection of a test was used after the test's rollback scope ended (a session, "
+        "connection or background task kept beyond the test). Its statements would run outside the "
+        "test's transaction: harness refused them. Close sessions and await tasks before the test ends."
+    )
+    await kept.close()
     assert await count(engine) == 0
 
 
@@ -364,9 +395,7 @@ async def test_an_engine_is_adopted_by_its_module_path_and_restored(
 )
 def test_a_path_that_names_no_engine_says_why(path: str, message: str) -> None:
     """Each way a path can miss gets its own message."""
-    with pytest.raises(
-        DatabaseConfigError, match=rf"^{message[:40]}".replace("(", r"\(").replace(")", r"\)")
-    ):
+    with pytest.raises(DatabaseConfigError, match=f"^{re.escape(message)}"):
         resolve_engine(path)
 
 
@@ -468,6 +497,89 @@ async def test_concurrent_requests_get_the_clear_error(engine: AsyncEngine, app:
                 await asyncio.gather(post("a"), post("b"))
             del client
     assert await count(engine) == 0
+
+
+def test_adopt_engines_refuses_what_is_not_an_engine(engine: AsyncEngine) -> None:
+    """adopt_engines takes AsyncEngines or paths; its test engine is an AsyncEngine."""
+    with pytest.raises(TypeError) as excinfo:
+        adopt_engines(42, test_engine=engine)  # type: ignore[arg-type]
+    assert excinfo.value.args == (
+        "adopt_engines() takes the app's AsyncEngine objects or 'module:attribute' paths to them, got 42.",
+    )
+    with (
+        pytest.raises(DatabaseConfigError) as config_error,
+        adopt_engines(create_async_engine("sqlite+aiosqlite://"), test_engine=engine.sync_engine),
+    ):  # type: ignore[arg-type]
+        pass
+    assert str(config_error.value).startswith(
+        "The test engine must be an AsyncEngine harness made (harness.create_test_engine(), TestDatabase.engine, "
+        f"or the db_engine fixture), got Engine({engine.url!r})."
+    )
+
+
+async def test_an_engine_adopted_by_another_test_engine_is_refused(engine: AsyncEngine, app: App) -> None:
+    """One app engine cannot work on two test databases at once; the same one again is a no-op."""
+    other = create_test_engine("sqlite+aiosqlite://")
+    try:
+        with adopt_engines(app.engine, test_engine=engine):
+            with adopt_engines(app.engine, test_engine=engine):  # nested, same test engine: nothing to do
+                pass
+            assert app.engine.url == engine.url  # the inner exit did not undo the outer adoption
+            with pytest.raises(ScopeError) as excinfo, adopt_engines(app.engine, test_engine=other):
+                pass
+        assert str(excinfo.value).startswith(
+            f"The app's engine on 'sqlite+aiosqlite:///{app.dev_path}' is already adopted by another test engine"
+        )
+    finally:
+        await other.dispose()
+
+
+async def test_a_lifespan_starts_once(app: App) -> None:
+    """An AppLifespan is run once; a second start-up says to make a new one."""
+    lifespan = AppLifespan(FastAPI())
+    async with lifespan:
+        with pytest.raises(LifespanError) as excinfo:
+            await lifespan.startup()
+    assert excinfo.value.args == (
+        "This lifespan has already started. Make a new AppLifespan(app) to run it again.",
+    )
+
+
+async def test_the_sqlite_deferred_check_names_the_rows(engine: AsyncEngine, app: App) -> None:
+    """On SQLite the failed commit says which table's rows point nowhere."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL words its own error")
+    metadata, _parent, child = deferred_tables()
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session:
+            await session.run_sync(lambda s: metadata.create_all(s.connection()))
+            async with app.SessionLocal() as app_session:
+                await app_session.execute(insert(child).values(id=1, parent_id=99))
+                with pytest.raises(IntegrityError) as excinfo:
+                    await app_session.commit()
+    assert str(excinfo.value.orig) == (
+        "FOREIGN KEY constraint failed: 1 row(s) of deferred_children refer to rows of deferred_parents that do "
+        "not exist (first: rowid 1). harness checked the deferred foreign keys at this commit, as SQLite checks "
+        "them at COMMIT."
+    )
+
+
+async def test_a_lock_wait_of_an_allowed_engine_gets_harnesss_note(engine: AsyncEngine) -> None:
+    """A connection let past the guard that waits on the test's lock fails with the note on the likely cause."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("lock_timeout is a PostgreSQL setting")
+    plain = create_async_engine(engine.url, poolclass=NullPool)
+    try:
+        with block_databases(allow=["*"]):
+            async with rollback_scope(engine) as session:
+                await session.execute(text("LOCK TABLE campaigns IN ACCESS EXCLUSIVE MODE"))
+                async with plain.connect() as blocked:
+                    await blocked.execute(text("SET lock_timeout = '200ms'"))
+                    with pytest.raises(DBAPIError) as excinfo:
+                        await blocked.execute(text("SELECT count(*) FROM campaigns"))
+    finally:
+        await plain.dispose()
+    assert any("not part of the test's transaction" in note for note in excinfo.value.__notes__)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ import inspect
 import mimetypes
 import os
 import pathlib
-import re
 from base64 import b64encode
 from collections.abc import Iterable, Mapping, MutableMapping
 from types import TracebackType
@@ -30,6 +29,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from harness.db.adoption import DEPENDENCY_REFUSED, adopt_engines, bind_sessions, scope_engine
+from harness.db.engines import is_write
 from harness.exceptions import AppError, HarnessError, LifespanError
 from harness.queries import capture_queries
 
@@ -39,11 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["AppClient", "AppLifespan", "app_client", "auth_headers"]
 
 _LIFESPAN_TIMEOUT = 30.0
-# Statements that change the database, as opposed to reading it (create_all on an existing schema reads).
-_WRITES = re.compile(
-    r"\s*(INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE|CREATE|ALTER|DROP|TRUNCATE|COPY|GRANT|REVOKE)\b",
-    re.IGNORECASE,
-)
 
 
 def auth_headers(
@@ -197,7 +192,7 @@ class AppLifespan:
             return
         with capture_queries(read_only) as log:
             await self._wait_for("startup")
-        if writes := [query.sql for query in log.queries if _WRITES.match(query.sql)]:
+        if writes := [query.sql for query in log.queries if is_write(query.sql)]:
             await self.shutdown()
             msg = (
                 f"The app's lifespan wrote to the database at start-up ({' '.join(writes[0].split())[:100]!r}"

@@ -533,11 +533,12 @@ def _lifespan_scope(fixture_name: str, config: pytest.Config) -> Any:
 
 
 @pytest_asyncio.fixture(scope=_lifespan_scope)
-async def _harness_lifespans() -> AsyncIterator[dict[int, AppLifespan]]:
-    # The shared lifespans of one event loop (keyed by app), shut down when the loop's scope ends.
-    lifespans: dict[int, AppLifespan] = {}
+async def _harness_lifespans() -> AsyncIterator[list[AppLifespan]]:
+    # The shared lifespan of one event loop, for one app object at a time: an app made per test
+    # (harness_app returning create_app()) shuts the previous one's down. Shut down when the loop ends.
+    lifespans: list[AppLifespan] = []
     yield lifespans
-    for lifespan in reversed(lifespans.values()):
+    for lifespan in lifespans:
         await lifespan.shutdown()
 
 
@@ -547,7 +548,7 @@ async def app_client_fixture(
     harness_app: Any,
     harness_app_bind: list[Any],
     _harness_app_session: AsyncSession | None,
-    _harness_lifespans: dict[int, AppLifespan],
+    _harness_lifespans: list[AppLifespan],
 ) -> AsyncIterator[AppClient]:
     """An httpx.AsyncClient over ASGI for `harness_app`, its lifespan run, on the test's database."""
     if harness_app is NO_APP:
@@ -561,11 +562,13 @@ async def app_client_fixture(
     if "lifespan" not in options and mode == "off":
         options["lifespan"] = False
     elif "lifespan" not in options and mode == "shared" and _fixture_loop_scope(request.config) != "function":
-        if (shared := _harness_lifespans.get(id(harness_app))) is None:
-            shared = AppLifespan(harness_app)
-            await shared.startup(read_only=_harness_app_session)  # refuses writes: see AppLifespan
-            _harness_lifespans[id(harness_app)] = shared
-        options["lifespan"] = shared
+        if not _harness_lifespans or _harness_lifespans[0].app is not harness_app:
+            while _harness_lifespans:
+                await _harness_lifespans.pop().shutdown()
+            lifespan = AppLifespan(harness_app)
+            await lifespan.startup(read_only=_harness_app_session)  # refuses a start-up that writes
+            _harness_lifespans.append(lifespan)
+        options["lifespan"] = _harness_lifespans[0]
     async with app_client(
         harness_app, session=_harness_app_session, bind=harness_app_bind, **options
     ) as client:

@@ -29,7 +29,7 @@ from harness import plugin
 from harness.apis import MockApi
 from harness.client import AppClient
 from harness.clock import Clock
-from harness.db import EngineAdoption, TestDatabase, commit_scope, rollback_scope
+from harness.db import EngineAdoption, RollbackScope, TestDatabase, commit_scope, rollback_scope
 from harness.exceptions import ScopeError
 from harness.queries import QueryLog, assert_max_queries, assert_num_queries
 from harness.timing import assert_completes_within, assert_not_slower_than, measure
@@ -234,6 +234,8 @@ class IntegrationTest:
             async with scope as session:
                 await cls.setup_class_data(session)
                 await (session.commit() if cls.real_commits else session.flush())
+                if isinstance(scope, RollbackScope):  # between tests, nothing may write into the class's data
+                    scope.accepts_connections = False
                 made = {
                     name: value
                     for name, value in vars(cls).items()

@@ -17,6 +17,7 @@ loaded (it starts recording before conftest.py files are imported).
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -158,7 +159,12 @@ def _check_checkout(_dbapi_connection: Any, _record: Any, proxy: Any) -> None:
     pool = getattr(proxy, "_pool", None)
     dialect = getattr(pool, "_dialect", None)
     if dialect is not None:
-        _check(dialect, lambda: None)
+        _check(dialect, lambda: _url_of_engine(dialect))
+
+
+def _url_of_engine(dialect: Dialect) -> URL | None:
+    # An engine created before its site was recorded: find it among the live objects (refusals are rare).
+    return next((o.url for o in gc.get_objects() if isinstance(o, Engine) and o.dialect is dialect), None)
 
 
 def _check(dialect: Dialect, fallback_url: Any) -> None:

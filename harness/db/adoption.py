@@ -24,14 +24,14 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.engine.base import OptionEngineMixin
+from sqlalchemy.engine.base import OptionEngine, OptionEngineMixin
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
 from harness.db._where import caller
 from harness.db.commits import CommitScope
 from harness.db.engines import is_test_engine, prepare, state_of
-from harness.db.joining import JoinedConnection
+from harness.db.joining import join
 from harness.db.scopes import RollbackScope, check_scope_engine, scope_of
 from harness.exceptions import DatabaseConfigError, ScopeError
 
@@ -56,7 +56,7 @@ class _AdoptedEngine(OptionEngineMixin, Engine):
     def raw_connection(self) -> PoolProxiedConnection:
         state = state_of(self)
         if state.scopes:
-            return JoinedConnection(state.scopes[-1], state)
+            return join(state)
         if state.commit_scopes:
             return self.pool.connect()
         msg = (
@@ -69,6 +69,20 @@ class _AdoptedEngine(OptionEngineMixin, Engine):
 
     def dispose(self, close: bool = True) -> None:
         """Nothing to dispose of: the connections are the test engine's."""
+
+
+class _AdoptedOptions(OptionEngine):
+    """``adopted.execution_options(...)``: an engine with more options and the adopted engine's rules."""
+
+    def raw_connection(self) -> PoolProxiedConnection:
+        return self._proxied.raw_connection()
+
+    def dispose(self, close: bool = True) -> None:
+        """Nothing to dispose of: the connections are the test engine's."""
+
+
+_AdoptedEngine._option_cls = _AdoptedOptions
+_AdoptedOptions._option_cls = _AdoptedOptions
 
 
 def _check_test_engine(test_engine: AsyncEngine) -> None:

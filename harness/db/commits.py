@@ -54,6 +54,13 @@ class CommitScope(Scope):
             raise TypeError(msg)
         check_scope_engine(self.engine, trusted=False)
         state = prepare(self.engine.sync_engine)
+        if state.scopes:
+            msg = (
+                "commit_scope() was opened inside a rollback scope of the same engine: its connections would "
+                "join the rollback scope's transaction instead of committing. Open it outside any rollback "
+                "scope (RealCommitsTest instead of IntegrationTest, or a test without db_session)."
+            )
+            raise ScopeError(msg)
         self._tables = await _user_tables(self.engine)
         self._before = await _table_states(self.engine, self._tables, {})
         state.commit_scopes += 1

@@ -32,7 +32,7 @@ except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
 from harness.db._where import caller
-from harness.db.joining import DeferredChecks, JoinedConnection
+from harness.db.joining import DeferredChecks, JoinedConnection, join
 from harness.db.urls import DEFAULT_URL, TEST_PREFIX, check_test_database, database_key, refuse_redirects
 from harness.exceptions import IsolationError, UnsafeDatabaseError
 
@@ -42,6 +42,13 @@ SCOPE_KEY = "harness.scope"  # in a scope's connection.info and its sessions' in
 LAZY_BEGIN = "harness_lazy_begin"  # execution option of a commit scope's own session (SQLite)
 # Whitespace and comments before a statement's first keyword.
 LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
+_CHANGES = r"INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE|CREATE|ALTER|DROP|TRUNCATE|COPY|GRANT|REVOKE"
+_WRITE = re.compile(rf"({_CHANGES})\b|WITH\b.*\b(INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE | re.DOTALL)
+
+
+def is_write(statement: str) -> bool:
+    """Whether ``statement`` changes the database (a common table expression that writes counts)."""
+    return _WRITE.match(LEADING_NOISE.sub("", statement, count=1)) is not None
 
 
 @dataclass(eq=False)
@@ -160,7 +167,7 @@ class _JoiningPool(Pool):
     def connect(self) -> Any:
         state = _states.get(self._dialect)  # type: ignore[arg-type]
         if state is not None and state.scopes and not state.own_checkout:
-            return JoinedConnection(state.scopes[-1], state)
+            return join(state)
         return super().connect()
 
 
@@ -302,35 +309,46 @@ def _guard_dialect(dialect: Dialect) -> None:
 
     dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
 
-    set_options = dialect.set_connection_execution_options
+    # Connection- and engine-level execution options (isolation_level=...) both end up here.
+    set_characteristics = dialect._set_connection_characteristics  # type: ignore[attr-defined]
 
-    def set_connection_execution_options(connection: Connection, opts: Any) -> None:
-        joined = connection.connection
-        if isinstance(joined, JoinedConnection) and "isolation_level" in opts:
-            if str(opts["isolation_level"]).upper() == "AUTOCOMMIT":
+    def _set_connection_characteristics(connection: Connection, characteristics: dict[str, Any]) -> None:
+        if isinstance(connection.connection, JoinedConnection) and "isolation_level" in characteristics:
+            if str(characteristics["isolation_level"]).upper() == "AUTOCOMMIT":
                 msg = (
                     f"Code at {caller()} asked for isolation_level='AUTOCOMMIT' inside the test's transaction: "
                     "each of its statements would commit at once, past the rollback. harness refused it. Test "
                     "such code with real commits (harness.RealCommitsTest, or harness.commit_scope())."
                 )
                 raise IsolationError(msg)
-            # A savepoint cannot change its transaction's isolation level: the test's applies.
-            opts = {key: value for key, value in opts.items() if key != "isolation_level"}
-        set_options(connection, opts)
+            # A savepoint cannot change its transaction's isolation level (and setting it on the
+            # driver would end the test's transaction): the test's applies.
+            characteristics = {k: v for k, v in characteristics.items() if k != "isolation_level"}
+        if characteristics:
+            set_characteristics(connection, characteristics)
 
-    dialect.set_connection_execution_options = set_connection_execution_options  # type: ignore[method-assign]
+    dialect._set_connection_characteristics = _set_connection_characteristics  # type: ignore[attr-defined]
 
     # A listener returning True tells SQLAlchemy the statement is done: harness skips one that would fail.
     @event.listens_for(dialect, "do_execute")
     @event.listens_for(dialect, "do_executemany")
     def _execute(_cursor: Any, sent: str, _parameters: Any, context: Any) -> bool:
-        scope = active_scope(context.root_connection)
-        return scope is not None and bool(scope._check_statement(sent))
+        return _check(context, sent)
 
     @event.listens_for(dialect, "do_execute_no_params")
     def _execute_no_params(_cursor: Any, sent: str, context: Any) -> bool:
-        scope = active_scope(context.root_connection)
-        return scope is not None and bool(scope._check_statement(sent))
+        return _check(context, sent)
+
+
+def _check(context: Any, sent: str) -> bool:
+    connection = context.root_connection
+    scope = active_scope(connection)
+    if scope is None:
+        return False
+    joined = connection.connection
+    if isinstance(joined, JoinedConnection) and not joined.wrote and is_write(sent):
+        joined.wrote = caller()  # its first write: where an uncommitted change is reported
+    return bool(scope._check_statement(sent))
 
 
 def _send_savepoints_as_text(dialect: Dialect) -> None:

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.pool import PoolProxiedConnection
 
-from harness.exceptions import ScopeError
+from harness.db._where import caller
+from harness.exceptions import IsolationError, ScopeError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
     from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["DeferredChecks", "JoinedConnection"]
+__all__ = ["DeferredChecks", "JoinedConnection", "join"]
 
 _serials = itertools.count(1)
 
@@ -45,23 +46,43 @@ class DeferredChecks:
     tables: tuple[str, ...] = ()
 
 
+def join(state: Any) -> JoinedConnection:
+    """A joined connection on the innermost active rollback scope of ``state`` (a test engine's)."""
+    root = state.scopes[-1]
+    owner = root._innermost()
+    if not owner.accepts_connections:
+        msg = (
+            f"A database connection was opened at {caller()} between the tests of a class whose data lives in a "
+            "rollback scope: what it wrote would become part of the class's data for the tests that follow. "
+            "Open connections inside a test (or in setup_class_data), and stop background work at the end of "
+            "each test."
+        )
+        raise ScopeError(msg)
+    return JoinedConnection(root, owner, state)
+
+
 class JoinedConnection(PoolProxiedConnection):
     """The scope's DBAPI connection as a connection of its own, whose transactions are savepoints.
 
     Made by the test engine's pool (and by adopted engines) while a rollback scope is active; see
-    the module docstring. ``scope`` is the outermost rollback scope whose connection it shares.
+    the module docstring. ``scope`` is the outermost rollback scope, whose connection it shares and
+    which tracks its savepoints; ``owner`` the innermost one when it was made (a test's, nested in
+    a class's), whose end ends it. ``wrote`` is where it first wrote, if it did.
     """
 
-    def __init__(self, scope: Any, state: Any) -> None:
-        self.scope = scope
+    def __init__(self, scope: Any, owner: Any, state: Any) -> None:
+        self.scope, self.owner = scope, owner
         self._state = state
         self._fairy: PoolProxiedConnection = scope.connection.sync_connection.connection
         self._dialect: Dialect = scope.connection.dialect
         self._savepoint: str | None = None
+        self._commits_at_open = 0
         self._valid = True
         self._closed = False
         self._names: dict[str, str] = {}
+        self.wrote: str | None = None
         self.serial = next(_serials)
+        owner._joined.append(self)
 
     def __repr__(self) -> str:
         return f"<JoinedConnection {self.serial} of {self._fairy!r}>"
@@ -100,8 +121,14 @@ class JoinedConnection(PoolProxiedConnection):
         """Nothing to detach: the connection stays the scope's."""
 
     def invalidate(self, e: BaseException | None = None, soft: bool = False) -> None:
-        # Only this view ends: the scope's connection, and an in-memory database with it, stays.
+        # Only this view ends: the scope's connection, and an in-memory database with it, stays. Its
+        # open transaction (a statement cancelled mid-way, say) is rolled back before the scope's next
+        # statement, which would otherwise run in an aborted transaction.
         self._valid = False
+        if self._savepoint is not None and self.owner.active:
+            self.scope._orphans.append(self._savepoint)
+            self._forget_nested()
+        self._savepoint = None
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
         self._check_scope_active()
@@ -110,7 +137,7 @@ class JoinedConnection(PoolProxiedConnection):
             # prepared already (a new name per connection would cost a round trip to prepare).
             name = f"harness_joined_{len(self.scope.savepoints) + 1}"
             self._execute(f"SAVEPOINT {name}")
-            self._savepoint = name
+            self._savepoint, self._commits_at_open = name, self.scope._joined_commits
         return self._fairy.cursor(*args, **kwargs)
 
     def commit(self) -> None:
@@ -123,12 +150,33 @@ class JoinedConnection(PoolProxiedConnection):
             self.rollback()  # as a failed COMMIT ends the transaction
             raise
         name, self._savepoint = self._savepoint, None
+        self._forget_nested()
         self._execute(f"RELEASE SAVEPOINT {name}")
+        self.scope._joined_commits += 1
+        self.wrote = None
 
     def rollback(self) -> None:
         name, self._savepoint = self._savepoint, None
-        if name is not None and self.scope.active:  # else the scope's own rollback undid it all
+        if name is None or not self.owner.active:
+            return  # nothing open, or the scope's own rollback undid it all
+        self._forget_nested()
+        if self.scope._joined_commits == self._commits_at_open:
             self._execute(f"ROLLBACK TO SAVEPOINT {name}")
+        elif self.wrote is None:
+            # Another connection committed inside this transaction, which wrote nothing itself: in
+            # production the other commit stands, so this one ends without undoing it.
+            self._execute(f"RELEASE SAVEPOINT {name}")
+        else:
+            self.scope._fail(
+                IsolationError(
+                    f"A transaction that wrote at {self.wrote} rolled back after another connection committed "
+                    "inside it. In production they are separate transactions and the other commit would stand; "
+                    "in the test's one transaction the rollback would take it too. harness stopped it: end the "
+                    "first transaction (commit or roll back) before the other one begins, or test this with "
+                    "real commits (harness.RealCommitsTest)."
+                )
+            )
+        self.wrote = None
 
     def close(self) -> None:
         if not self._closed:
@@ -143,13 +191,17 @@ class JoinedConnection(PoolProxiedConnection):
         return getattr(self._fairy, name)
 
     def _check_scope_active(self) -> None:
-        if not self.scope.active:
+        if not self.owner.active:
             msg = (
                 "A database connection of a test was used after the test's rollback scope ended (a session, "
                 "connection or background task kept beyond the test). Its statements would run outside the "
                 "test's transaction: harness refused them. Close sessions and await tasks before the test ends."
             )
             raise ScopeError(msg)
+
+    def _forget_nested(self) -> None:
+        # Its own nested savepoints end with it (SQLAlchemy does not always roll back to them first).
+        self.scope._forget_savepoints(set(self._names.values()))
 
     # -- savepoints -------------------------------------------------------------------------------
 

@@ -119,7 +119,9 @@ class RollbackScope(Scope):
     """An async context manager that yields an `AsyncSession` whose work is always rolled back.
 
     Made by `rollback_scope`; see there. ``connection`` is the scope's connection while it is
-    active; ``parent`` is the enclosing scope of a nested one.
+    active; ``parent`` is the enclosing scope of a nested one. ``accepts_connections`` says whether
+    connections that code opens join the scope while no nested scope is active: a class's data scope
+    stops accepting them once its data is made, so that nothing between its tests writes into it.
     """
 
     bind: AsyncEngine | AsyncSession
@@ -128,6 +130,7 @@ class RollbackScope(Scope):
     connection: AsyncConnection | None = None
     session: AsyncSession | None = None
     active: bool = False
+    accepts_connections: bool = True
     savepoints: list[_Savepoint] = field(default_factory=list)
     _entered: bool = False
     _closing: bool = False
@@ -139,6 +142,10 @@ class RollbackScope(Scope):
     _state: EngineState | None = None
     _outer_session: AsyncSession | None = None
     _ddl: bool = False
+    _nested: list[RollbackScope] = field(default_factory=list)  # the root's active nested scopes
+    _joined: list[Any] = field(default_factory=list)  # connections code opened in this scope
+    _joined_commits: int = 0  # (root) how many joined transactions committed: see JoinedConnection
+    _orphans: list[str] = field(default_factory=list)  # (root) savepoints of invalidated connections
 
     # -- entering and leaving ---------------------------------------------------------------------
 
@@ -163,6 +170,7 @@ class RollbackScope(Scope):
                 raise ScopeError(msg)
             self.parent, self.connection = parent, parent.connection
             self._transaction = await self.connection.run_sync(Connection.begin_nested)
+            parent._root()._nested.append(self)
         elif isinstance(self.bind, AsyncEngine):
             check_scope_engine(self.bind, self._trusted)
             self._state = prepare(self.bind.sync_engine)
@@ -199,6 +207,11 @@ class RollbackScope(Scope):
         self._closing = root._closing = True
         connection = self.connection
         assert connection is not None
+        uncommitted = [
+            joined.wrote for joined in self._joined if joined._savepoint is not None and joined.wrote
+        ]
+        if self in root._nested:
+            root._nested.remove(self)
         try:
             if isinstance(root._violation, ConcurrentSessionError):
                 await root._wait_for_other_tasks()
@@ -220,6 +233,13 @@ class RollbackScope(Scope):
         if swallowed and exc is None and self.parent is None:
             # The message names where it happened; the old traceback is SQLAlchemy's internals.
             raise root._violation.with_traceback(None)  # type: ignore[union-attr]
+        if uncommitted and exc is None and root._violation is None:
+            msg = (
+                f"Code wrote at {uncommitted[0]} and never committed: its transaction was still open when the "
+                "test's scope ended. The test could read those rows, which production would not show to anyone "
+                "else. Commit (or roll back, or close) the session or connection before the test ends."
+            )
+            raise IsolationError(msg)
 
     def _connect(self, engine: Engine, state: EngineState) -> Connection:
         state.own_checkout = True
@@ -274,6 +294,10 @@ class RollbackScope(Scope):
     def _root(self) -> RollbackScope:
         return self.parent._root() if self.parent else self
 
+    def _innermost(self) -> RollbackScope:
+        """The innermost active scope of this root: where connections opened now belong."""
+        return self._nested[-1] if self._nested else self
+
     # -- guards: called for every statement on the scope's connection -------------------------------
 
     def _fail(self, error: IsolationError) -> None:
@@ -296,6 +320,8 @@ class RollbackScope(Scope):
 
         Returns True for a statement that must not reach the database (it has nothing left to do).
         """
+        if self._orphans:
+            self._recover()
         keyword_start = LEADING_NOISE.match(sent)
         statement = sent[keyword_start.end() if keyword_start else 0 :]
         savepoint = _SAVEPOINT_STATEMENT.match(statement)
@@ -330,6 +356,28 @@ class RollbackScope(Scope):
             )
         self._check_not_underneath_another_task(statement)
         return False
+
+    def _recover(self) -> None:
+        """Roll back to the savepoints of connections invalidated mid-transaction (a cancelled statement).
+
+        On PostgreSQL a statement that failed or was cancelled aborts the transaction until a ROLLBACK
+        TO; SQLAlchemy drops an invalidated connection without one, so the scope sends it.
+        """
+        assert self.connection is not None
+        orphans, self._orphans = self._orphans, []
+        cursor = self.connection.sync_connection.connection.cursor()  # type: ignore[union-attr]
+        try:
+            for name in reversed(orphans):
+                names = [s.name for s in self.savepoints]
+                if name in names:
+                    cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                    del self.savepoints[names.index(name) :]
+        finally:
+            cursor.close()
+
+    def _forget_savepoints(self, names: set[str]) -> None:
+        if names:
+            self.savepoints[:] = [s for s in self.savepoints if s.name not in names]
 
     def _schema_changed(self) -> None:
         # What a commit checks (deferred constraints) is read from the schema: read it again, now

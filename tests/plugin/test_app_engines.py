@@ -494,3 +494,49 @@ def test_a_bad_engine_path_stops_the_run(project: pytest.Pytester) -> None:
             "so there is no engine at 'appdemo.db:engin'.*"
         ]
     )
+
+
+def test_an_app_made_per_test_shuts_the_previous_lifespan_down(project: pytest.Pytester) -> None:
+    """harness_app returning a new app per test: each shared lifespan stops when the next app starts."""
+    add_ini(project, "harness_engines = appdemo.db:engine")
+    use_session_loops(project)
+    project.makeconftest(
+        textwrap.dedent(
+            """
+            import contextlib
+
+            import pytest
+            from fastapi import FastAPI
+
+            from appdemo.models import Base
+
+            RUNNING = []
+
+            @pytest.fixture(scope="session")
+            def harness_schema():
+                return Base.metadata
+
+            @pytest.fixture
+            def harness_app():
+                @contextlib.asynccontextmanager
+                async def lifespan(app):
+                    RUNNING.append(app)
+                    yield
+                    RUNNING.remove(app)
+
+                return FastAPI(lifespan=lifespan)
+            """
+        )
+    )
+    project.makepyfile(
+        """
+        import pytest
+
+        from conftest import RUNNING
+
+        @pytest.mark.parametrize("n", range(3))
+        async def test_one_app_at_a_time(app_client, n):
+            assert RUNNING == [app_client.app]
+        """
+    )
+    run(project).assert_outcomes(passed=3)

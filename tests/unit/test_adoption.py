@@ -40,7 +40,8 @@ from harness import (
     create_test_engine,
     rollback_scope,
 )
-from harness.db import resolve_engine
+from harness.db import commit_scope, resolve_engine
+from harness.db.engines import is_write
 from harness.exceptions import DatabaseConfigError
 from tests.models import Base, Campaign
 
@@ -580,6 +581,216 @@ async def test_a_lock_wait_of_an_allowed_engine_gets_harnesss_note(engine: Async
     finally:
         await plain.dispose()
     assert any("not part of the test's transaction" in note for note in excinfo.value.__notes__)
+
+
+# -- Where separate transactions and one test transaction differ -------------------------------------
+
+
+@pytest.mark.parametrize("level", ["SERIALIZABLE", "AUTOCOMMIT"])
+async def test_an_isolation_level_set_on_the_engine_cannot_end_the_test(
+    engine: AsyncEngine, app: App, level: str
+) -> None:
+    """Engine-level execution options reach the driver too: AUTOCOMMIT is refused, other levels ignored."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session:
+            session.add(Campaign(name="the test's"))
+            await session.commit()
+            derived = app.engine.execution_options(isolation_level=level)
+            if level == "AUTOCOMMIT":
+                with pytest.raises(IsolationError, match=r"asked for isolation_level='AUTOCOMMIT'"):
+                    await derived.connect()
+            else:
+                async with derived.begin() as connection:
+                    await connection.execute(insert(Campaign).values(name="the app's"))
+            names = (await session.scalars(select(Campaign.name).order_by(Campaign.id))).all()
+            assert names == (["the test's"] if level == "AUTOCOMMIT" else ["the test's", "the app's"])
+    assert await count(engine) == 0
+
+
+async def test_an_engine_derived_from_an_adopted_one_keeps_its_rules(engine: AsyncEngine, app: App) -> None:
+    """engine.execution_options(...) of an adopted engine is refused outside a scope, as the engine is."""
+    with adopt_engines(app.engine, test_engine=engine):
+        derived = app.engine.execution_options(logging_token="worker")
+        with pytest.raises(
+            ScopeError, match=r"\(adopted by harness: it works on the test database\) was used at"
+        ):
+            async with derived.begin() as connection:
+                await connection.execute(insert(Campaign).values(name="escaped"))
+        await derived.dispose()  # does nothing: the connections are the test engine's
+        async with rollback_scope(engine) as session:
+            async with derived.begin() as connection:
+                await connection.execute(insert(Campaign).values(name="joined"))
+            assert await session.scalar(select(Campaign.name)) == "joined"
+    assert await count(engine) == 0
+
+
+async def test_a_connection_kept_past_a_tests_nested_scope_is_refused(engine: AsyncEngine, app: App) -> None:
+    """With class data, a connection the app keeps after one test's scope cannot write into the class's data."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as class_session:
+            class_session.add(Campaign(name="class data"))
+            await class_session.flush()
+            async with rollback_scope(class_session):
+                kept = await app.engine.connect()
+                await kept.execute(select(1))
+            with pytest.raises(StatementError) as excinfo:
+                await kept.execute(insert(Campaign).values(name="after the test"))
+            assert isinstance(excinfo.value.orig, ScopeError)
+            await kept.close()
+            assert (await class_session.scalars(select(Campaign.name))).all() == ["class data"]
+    assert await count(engine) == 0
+
+
+async def test_a_class_scope_refuses_connections_between_its_tests(engine: AsyncEngine, app: App) -> None:
+    """Once a class's data is made, a connection opened between its tests is refused, naming the fix."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as class_session:
+            scope = class_session.info["harness.scope"]
+            scope.accepts_connections = False  # what IntegrationTest does after setup_class_data
+            async with rollback_scope(class_session), app.engine.begin() as connection:  # inside a test: fine
+                await connection.execute(insert(Campaign).values(name="in a test"))
+            with pytest.raises(ScopeError) as excinfo:
+                await app.engine.connect()
+    assert re.fullmatch(
+        re.escape(f"A database connection was opened at {__file__}:")
+        + r"\d+"
+        + re.escape(
+            " in test_a_class_scope_refuses_connections_between_its_tests between the tests of a class whose data "
+            "lives in a rollback scope: what it wrote would become part of the class's data for the tests that "
+            "follow. Open connections inside a test (or in setup_class_data), and stop background work at the "
+            "end of each test."
+        ),
+        str(excinfo.value),
+    )
+    assert await count(engine) == 0
+
+
+async def test_a_commit_inside_a_reading_transaction_stands(engine: AsyncEngine, app: App) -> None:
+    """get_db reads, a service commits in a session of its own, get_db closes without committing: the commit stands."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session:
+            async with app.SessionLocal() as request_session:
+                await request_session.scalar(
+                    select(func.count()).select_from(Campaign)
+                )  # opens its transaction
+                async with app.SessionLocal.begin() as service_session:
+                    service_session.add(Campaign(name="committed by the service"))
+            assert (await session.scalars(select(Campaign.name))).all() == ["committed by the service"]
+    assert await count(engine) == 0
+
+
+async def test_a_writing_transaction_cannot_roll_back_a_commit_made_inside_it(
+    engine: AsyncEngine, app: App
+) -> None:
+    """When the outer transaction also wrote, one test transaction cannot keep the inner commit: refused."""
+    with adopt_engines(app.engine, test_engine=engine), pytest.raises(IsolationError) as excinfo:
+        async with rollback_scope(engine), app.SessionLocal() as request_session:
+            request_session.add(Campaign(name="written by the request"))
+            await request_session.flush()
+            async with app.SessionLocal.begin() as service_session:
+                service_session.add(Campaign(name="committed by the service"))
+    assert re.fullmatch(
+        re.escape(f"A transaction that wrote at {__file__}:")
+        + r"\d+"
+        + re.escape(
+            " in test_a_writing_transaction_cannot_roll_back_a_commit_made_inside_it rolled back after another "
+            "connection committed inside it. In production they are separate transactions and the other commit "
+            "would stand; in the test's one transaction the rollback would take it too. harness stopped it: end "
+            "the first transaction (commit or roll back) before the other one begins, or test this with real "
+            "commits (harness.RealCommitsTest)."
+        ),
+        str(excinfo.value),
+    )
+    assert await count(engine) == 0
+
+
+async def test_uncommitted_writes_left_open_fail_the_test(engine: AsyncEngine, app: App) -> None:
+    """A session that wrote and was never committed nor closed: the test saw rows production would not."""
+    with adopt_engines(app.engine, test_engine=engine):
+        with pytest.raises(IsolationError) as excinfo:
+            async with rollback_scope(engine):
+                forgotten = app.SessionLocal()
+                await forgotten.execute(insert(Campaign).values(name="never committed"))
+        await forgotten.close()
+    assert re.fullmatch(
+        re.escape(f"Code wrote at {__file__}:")
+        + r"\d+"
+        + re.escape(
+            " in test_uncommitted_writes_left_open_fail_the_test and never committed: its transaction was still "
+            "open when the test's scope ended. The test could read those rows, which production would not show "
+            "to anyone else. Commit (or roll back, or close) the session or connection before the test ends."
+        ),
+        str(excinfo.value),
+    )
+    assert await count(engine) == 0
+
+
+@pytest.mark.parametrize("end", ["rollback", "commit", "close"])
+async def test_ending_a_transaction_with_a_savepoint_still_open_is_fine(
+    engine: AsyncEngine, app: App, end: str
+) -> None:
+    """Connection.rollback()/commit()/close() with begin_nested() open ends both, as on a plain engine."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session:
+            connection = await app.engine.connect()
+            await connection.begin()
+            await connection.execute(insert(Campaign).values(name="outer"))
+            await connection.begin_nested()
+            await connection.execute(insert(Campaign).values(name="inner"))
+            await getattr(connection, end)()
+            await connection.close()
+            expected = ["outer", "inner"] if end == "commit" else []
+            assert (await session.scalars(select(Campaign.name).order_by(Campaign.id))).all() == expected
+    assert await count(engine) == 0
+
+
+async def test_a_cancelled_statement_leaves_the_test_usable(engine: AsyncEngine, app: App) -> None:
+    """A request timed out mid-statement: its transaction is rolled back and the test goes on."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite statements are not cancelled mid-way")
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(engine) as session:
+            session.add(Campaign(name="the test's"))
+            await session.commit()
+
+            async def slow_request() -> None:
+                async with app.engine.begin() as connection:
+                    await connection.execute(insert(Campaign).values(name="the request's"))
+                    await connection.execute(text("SELECT pg_sleep(2)"))
+
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(slow_request(), 0.3)
+            assert (await session.scalars(select(Campaign.name))).all() == ["the test's"]
+    assert await count(engine) == 0
+
+
+async def test_a_commit_scope_inside_a_rollback_scope_is_refused(engine: AsyncEngine) -> None:
+    """Its connections would join the rollback scope instead of committing: refused at entry."""
+    async with rollback_scope(engine):
+        with pytest.raises(ScopeError) as excinfo:
+            async with commit_scope(engine):
+                pass
+    assert excinfo.value.args == (
+        "commit_scope() was opened inside a rollback scope of the same engine: its connections would join the "
+        "rollback scope's transaction instead of committing. Open it outside any rollback scope "
+        "(RealCommitsTest instead of IntegrationTest, or a test without db_session).",
+    )
+
+
+@pytest.mark.parametrize(
+    ("statement", "writes"),
+    [
+        ("SELECT 1", False),
+        ("  -- comment\n/* more */ INSERT INTO t VALUES (1)", True),
+        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", True),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", False),
+        ("PRAGMA table_info(t)", False),
+        ("create table t (id int)", True),
+    ],
+)
+def test_what_counts_as_a_write(statement: str, writes: bool) -> None:
+    """Writes are told from reads past comments and common table expressions."""
+    assert is_write(statement) is writes
 
 
 @pytest.fixture(autouse=True)

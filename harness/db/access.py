@@ -32,7 +32,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import Pool
 
 from harness._guards import GuardStack
-from harness.db._where import caller
+from harness._where import caller
 from harness.db.engines import TIMEOUT_NOTES, is_trusted, test_database_urls
 from harness.db.urls import database_key, is_memory, safe_url
 from harness.exceptions import DatabaseBlockedError

@@ -28,7 +28,7 @@ from sqlalchemy.engine.base import OptionEngine, OptionEngineMixin
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
-from harness.db._where import caller
+from harness._where import caller
 from harness.db.commits import CommitScope
 from harness.db.engines import is_test_engine, prepare, state_of
 from harness.db.joining import join

@@ -31,7 +31,7 @@ try:
 except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
-from harness.db._where import caller
+from harness._where import caller
 from harness.db.joining import DeferredChecks, JoinedConnection, join
 from harness.db.urls import DEFAULT_URL, TEST_PREFIX, check_test_database, database_key, refuse_redirects
 from harness.exceptions import IsolationError, UnsafeDatabaseError

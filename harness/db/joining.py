@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.pool import PoolProxiedConnection
 
-from harness.db._where import caller
+from harness._where import caller
 from harness.exceptions import IsolationError, ScopeError
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.util import greenlet_spawn
 
-from harness.db._where import caller
+from harness._where import caller
 from harness.db.engines import LEADING_NOISE, SCOPE_KEY, EngineState, is_test_engine, prepare
 from harness.db.urls import check_test_database
 from harness.exceptions import ConcurrentSessionError, DatabaseConfigError, IsolationError, ScopeError

@@ -213,7 +213,7 @@ def test_an_engine_left_out_is_refused_with_the_fix(project: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         [
             "E * harness.exceptions.LifespanError: The app's lifespan startup failed: DatabaseBlockedError: Refusing a "
-            f"connection to sqlite+aiosqlite:///{dev} from an engine created at {project.path / 'appdemo' / 'db.py'}:4 "
+            f"connection to sqlite+aiosqlite:///{dev} from an engine created at appdemo/db.py:4 "
             "in <module>: while tests run, harness lets code reach only the databases it created, so that no test "
             "writes to a real one.",
             "E * - If this is the app's engine, adopt it: harness_engines = app.db:engine in the pytest configuration*",

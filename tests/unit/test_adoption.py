@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sys
 import textwrap
@@ -44,6 +45,9 @@ from harness.db import commit_scope, resolve_engine
 from harness.db.engines import is_write
 from harness.exceptions import DatabaseConfigError
 from tests.models import Base, Campaign
+
+# How harness shows this file in a location: relative to the working directory, as pytest does.
+HERE = __file__.removeprefix(os.getcwd() + os.sep)
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
 
@@ -179,7 +183,7 @@ async def test_an_engine_harness_did_not_adopt_is_refused_before_it_connects(
     assert isinstance(excinfo.value.__cause__, DatabaseBlockedError)
     message = str(excinfo.value.__cause__)
     assert message.startswith(
-        f"Refusing a connection to sqlite+aiosqlite:///{app.dev_path} from an engine created at {__file__}:"
+        f"Refusing a connection to sqlite+aiosqlite:///{app.dev_path} from an engine created at {HERE}:"
     )
     assert "in __init__: while tests run, harness lets code reach only the databases it created" in message
     assert "- If this is the app's engine, adopt it: harness_engines = app.db:engine" in message
@@ -239,7 +243,7 @@ async def test_an_engine_of_its_own_on_the_test_database_is_refused(engine: Asyn
         await own.dispose()
     shown = engine.url.render_as_string(hide_password=True)
     assert str(excinfo.value).startswith(
-        f"Refusing a connection to harness's test database {shown} from an engine created at {__file__}:"
+        f"Refusing a connection to harness's test database {shown} from an engine created at {HERE}:"
     )
     assert (
         "harness did not adopt that engine, so its connection would not join the test's transaction"
@@ -267,7 +271,7 @@ async def test_the_adopted_engine_outside_a_scope_is_refused(engine: AsyncEngine
             await connection.execute(insert(Campaign).values(name="escaped"))
     assert str(excinfo.value).startswith(
         f"The app's engine on 'sqlite+aiosqlite:///{app.dev_path}' (adopted by harness: it works on the test "
-        f"database) was used at {__file__}:"
+        f"database) was used at {HERE}:"
     )
     assert "Give the test a scope: ask for db_session (or app_client)" in str(excinfo.value)
     assert await count(engine) == 0
@@ -280,7 +284,7 @@ async def test_autocommit_on_a_joined_connection_is_refused(engine: AsyncEngine)
             async with engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
     assert re.fullmatch(
-        re.escape(f"Code at {__file__}:")
+        re.escape(f"Code at {HERE}:")
         + r"\d+"
         + re.escape(
             " in test_autocommit_on_a_joined_connection_is_refused asked for isolation_level='AUTOCOMMIT' inside "
@@ -652,7 +656,7 @@ async def test_a_class_scope_refuses_connections_between_its_tests(engine: Async
             with pytest.raises(ScopeError) as excinfo:
                 await app.engine.connect()
     assert re.fullmatch(
-        re.escape(f"A database connection was opened at {__file__}:")
+        re.escape(f"A database connection was opened at {HERE}:")
         + r"\d+"
         + re.escape(
             " in test_a_class_scope_refuses_connections_between_its_tests between the tests of a class whose data "
@@ -690,7 +694,7 @@ async def test_a_writing_transaction_cannot_roll_back_a_commit_made_inside_it(
             async with app.SessionLocal.begin() as service_session:
                 service_session.add(Campaign(name="committed by the service"))
     assert re.fullmatch(
-        re.escape(f"A transaction that wrote at {__file__}:")
+        re.escape(f"A transaction that wrote at {HERE}:")
         + r"\d+"
         + re.escape(
             " in test_a_writing_transaction_cannot_roll_back_a_commit_made_inside_it rolled back after another "
@@ -713,7 +717,7 @@ async def test_uncommitted_writes_left_open_fail_the_test(engine: AsyncEngine, a
                 await forgotten.execute(insert(Campaign).values(name="never committed"))
         await forgotten.close()
     assert re.fullmatch(
-        re.escape(f"Code wrote at {__file__}:")
+        re.escape(f"Code wrote at {HERE}:")
         + r"\d+"
         + re.escape(
             " in test_uncommitted_writes_left_open_fail_the_test and never committed: its transaction was still "

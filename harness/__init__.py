@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 from harness import webhooks as webhooks  # the signers: harness.webhooks.stripe(...)
 from harness.apis import MockApi, MockRoute, RecordedCall, Reply, endpoint
-from harness.client import AppClient, AppLifespan, app_client, auth_headers
+from harness.client import AppClient, AppLifespan, AppResponse, app_client, auth_headers
 from harness.clock import Clock, freeze_time
 from harness.db import (
     CommitScope,
@@ -66,6 +66,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "AppClient",
     "AppError",
     "AppLifespan",
+    "AppResponse",
     "CapturedQuery",
     "Clock",
     "ClockError",

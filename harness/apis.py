@@ -28,6 +28,7 @@ rate-limit (`Reply.rate_limited(retry_after=...)`) and move the API's scenario `
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime as dt
 import difflib
@@ -49,6 +50,7 @@ from respx.models import Call, PassThrough, SideEffectError
 from respx.patterns import M, Pattern
 
 from harness import clock
+from harness._where import Where
 from harness.exceptions import MockApiError, RouteNotCalledError, UnmatchedRequestError
 from harness.network import is_loopback_host
 
@@ -64,6 +66,11 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _MISSING: Any = object()
 _INITIAL_STATE = "started"
 _DELAY = "harness.delay"  # response extension: seconds the mock waits before answering
+_SITE = "harness.site"  # request extension: where the code under test sent it from
+# Where a request came from: past the HTTP clients' own frames.
+_request_site = Where(
+    httpx, respx, asyncio, "httpcore", "anyio", "sniffio", "httpx2", "aiohttp", "requests", "urllib3"
+)
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NEAREST = 3
 
@@ -146,7 +153,8 @@ class Reply:
             f"A reply's delay is a number of seconds >= 0 (math.inf never answers), got {delay!r}.",
         )
         self.status = status
-        self.headers = dict(headers or {})
+        # httpx.Headers keeps repeated headers (Set-Cookie) apart; a dict would join them.
+        self.headers = headers.copy() if isinstance(headers, httpx.Headers) else dict(headers or {})
         for name, value in self.headers.items():
             if name.lower() == "retry-after":
                 _check_retry_after(value)
@@ -154,6 +162,7 @@ class Reply:
         self.moves_to = moves_to
         self._json, self._text, self._content = json, text, content
         self._error: Callable[[httpx.Request], Exception] | None = None
+        self._compute: Callable[[httpx.Request], Any] | None = None
         self._truncate_at: float | None = None
         self._retry_after_date: float | None = None
 
@@ -247,6 +256,28 @@ class Reply:
         return reply
 
     @classmethod
+    def computed(cls, answer: Callable[[httpx.Request], Any]) -> Reply:
+        """A reply made per request by `answer(request)`, which returns a status, a `Reply` or an `httpx.Response`.
+
+        For an answer that depends on the request (an id per call, an echo of the body).
+        `respond()` takes such a callable, or an `httpx.Response`, directly.
+
+        Usage::
+
+            sms.send_message.respond(lambda request: Reply(201, json={"id": f"msg_{next(ids)}"}))
+        """
+        _check(callable(answer), f"Reply.computed() takes a callable of the request, got {answer!r}.")
+        reply = cls()
+        reply._compute = answer
+        return reply
+
+    def _resolve(self, request: httpx.Request) -> Reply:
+        """The reply for `request`: a computed reply's answer to it, any other reply itself."""
+        if self._compute is None:
+            return self
+        return _as_reply(self._compute(request), "The callable given to respond()")._resolve(request)
+
+    @classmethod
     def _failing(cls, error: Callable[[httpx.Request], Exception]) -> Reply:
         reply = cls()
         reply._error = error
@@ -258,6 +289,8 @@ class Reply:
         """The httpx response this reply gives to `request` (raises the reply's error, if any)."""
         if self._error is not None:
             raise self._error(request)
+        if self._compute is not None:
+            return self._resolve(request).response(request)
         headers = self.headers
         if self._retry_after_date is not None:  # read off the harness clock when sent
             at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self._retry_after_date)
@@ -311,7 +344,10 @@ def _parse_http_date(value: str) -> dt.datetime | None:
         return None
 
 
-def _replies(args: Sequence[int | Reply], kwargs: dict[str, Any], declared: Reply) -> list[Reply]:
+ReplyLike = int | Reply | httpx.Response | Callable[[httpx.Request], Any]
+
+
+def _replies(args: Sequence[ReplyLike], kwargs: dict[str, Any], declared: Reply) -> list[Reply]:
     """Replies from respond()'s arguments; a bare status equal to the declared one is the declared reply."""
     if args and not (len(args) == 1 and isinstance(args[0], int) and kwargs):
         if kwargs:
@@ -332,13 +368,31 @@ def _replies(args: Sequence[int | Reply], kwargs: dict[str, Any], declared: Repl
     return [Reply(status, **{**fields, **kwargs})]
 
 
-def _reply(arg: int | Reply, declared: Reply) -> Reply:
-    if isinstance(arg, Reply):
-        return arg
-    if isinstance(arg, bool) or not isinstance(arg, int):
-        msg = f"A reply is a status code or a harness.Reply, got {arg!r}."
-        raise MockApiError(msg)
-    return declared if arg == declared.status else Reply(arg)
+def _reply(arg: ReplyLike, declared: Reply) -> Reply:
+    if isinstance(arg, int) and not isinstance(arg, bool) and arg == declared.status:
+        return declared
+    if callable(arg) and not isinstance(arg, Reply):
+        return Reply.computed(arg)
+    return _as_reply(arg, "A reply")
+
+
+def _as_reply(value: Any, what: str) -> Reply:
+    """A status, a Reply or an httpx.Response as a Reply."""
+    if isinstance(value, Reply):
+        return value
+    if isinstance(value, httpx.Response):
+        try:
+            content = value.content  # decoded: its Content-Encoding and length no longer apply
+        except httpx.ResponseNotRead:
+            msg = f"{what} is an httpx.Response whose body was not read: build it with content=, or read() it first."
+            raise MockApiError(msg) from None
+        dropped = ("content-encoding", "content-length", "transfer-encoding")
+        headers = httpx.Headers([(k, v) for k, v in value.headers.multi_items() if k.lower() not in dropped])
+        return Reply(value.status_code, headers=headers, content=content or None)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Reply(value)
+    msg = f"{what} is a status code, a harness.Reply or an httpx.Response, got {value!r}."
+    raise MockApiError(msg)
 
 
 # -- declaring routes ------------------------------------------------------------------------------
@@ -459,9 +513,17 @@ class RecordedCall:
         self.request: httpx.Request = call.request
         self.response: httpx.Response | None = call.optional_response
         self.path_params = path_params
+        self.site: str | None = call.request.extensions.get(_SITE)
+        """Where the code under test sent the request ('file:line in function'), when known."""
 
     def __repr__(self) -> str:
         return f"<RecordedCall {self.request.method} {self.request.url}>"
+
+    def describe(self, limit: int = 120) -> str:
+        """One line: method, URL, the start of the body, and where it was sent from."""
+        body = " ".join(self.text.split())
+        body = f" {body[:limit]}{'…' if len(body) > limit else ''}" if body else ""
+        return f"{self.method} {self.url}{body}" + (f" (sent at {self.site})" if self.site else "")
 
     @property
     def method(self) -> str:
@@ -552,6 +614,18 @@ def _check_expected(expected: dict[str, Any]) -> None:
 # -- routes of an active mock ----------------------------------------------------------------------
 
 
+class Calls(list[RecordedCall]):
+    """The calls a route (or a mock API) received, oldest first: a list, with `last`."""
+
+    @property
+    def last(self) -> RecordedCall:
+        """The most recent call (AssertionError when there is none)."""
+        if not self:
+            msg = "No call was received, so there is no last one."
+            raise AssertionError(msg)
+        return self[-1]
+
+
 class MockRoute:
     """A route of a mock API in a test: what it answers, how often it must be called, what it got.
 
@@ -580,11 +654,13 @@ class MockRoute:
 
     # -- configuring -----------------------------------------------------------------------------
 
-    def respond(self, *replies: int | Reply, when: str | None = None, **reply: Any) -> Self:
+    def respond(self, *replies: ReplyLike, when: str | None = None, **reply: Any) -> Self:
         """Answer with these replies in order (the last one repeats), or with one reply built from keywords.
 
         A bare status code is an empty reply with that status, or the declared reply when it is the
-        declared status: `respond(503, 503, 201)` fails twice, then answers as declared.
+        declared status: `respond(503, 503, 201)` fails twice, then answers as declared. An
+        `httpx.Response` is answered as it is; a callable of the request makes a reply per call
+        (see `Reply.computed`).
 
         `when="delivered"` sets the replies used while the API's scenario state is "delivered";
         other states keep the route's general replies.
@@ -622,6 +698,7 @@ class MockRoute:
     # -- answering (called by respx for each matching request) -----------------------------------
 
     def __call__(self, request: httpx.Request, **_path_params: str) -> httpx.Response:
+        request.extensions[_SITE] = _request_site()
         if self.expected_times is not None and self.call_count >= self.expected_times:
             error = UnmatchedRequestError(
                 f"{self.name} was called more often than expected: this is call {self.call_count + 1}, "
@@ -634,7 +711,7 @@ class MockRoute:
         state = self.api.state if self.api.state in self._plans else None
         plan = self._plans[state]
         given = self._given.get(state, 0)
-        reply = plan[min(given, len(plan) - 1)]
+        reply = plan[min(given, len(plan) - 1)]._resolve(request)  # a computed reply may move the state too
         self._given[state] = given + 1
         if reply.moves_to is not None:
             self.api.state = reply.moves_to
@@ -643,11 +720,11 @@ class MockRoute:
     # -- what it received --------------------------------------------------------------------------
 
     @property
-    def calls(self) -> list[RecordedCall]:
-        """The calls this route answered (or failed on purpose), oldest first."""
+    def calls(self) -> Calls:
+        """The calls this route answered (or failed on purpose), oldest first; `calls.last` is the latest."""
         if self._route is None:
-            return []
-        return [RecordedCall(call, self._path_params(call.request)) for call in self._route.calls]
+            return Calls()
+        return Calls(RecordedCall(call, self._path_params(call.request)) for call in self._route.calls)
 
     @property
     def call_count(self) -> int:
@@ -680,7 +757,7 @@ class MockRoute:
         """Fail if the route was called."""
         __tracebackhide__ = True
         if self.called:
-            listing = "\n".join(f"- {call.method} {call.url}" for call in self.calls)
+            listing = "\n".join(f"- {call.describe()}" for call in self.calls)
             msg = f"{self.name} was called {self.call_count} time(s), expected none:\n{listing}"
             raise AssertionError(msg)
 
@@ -688,7 +765,7 @@ class MockRoute:
         """Fail unless the route was called exactly `count` times."""
         __tracebackhide__ = True
         if self.call_count != count:
-            listing = "".join(f"\n- {call.method} {call.url}" for call in self.calls)
+            listing = "".join(f"\n- {call.describe()}" for call in self.calls)
             msg = f"{self.name} was called {self.call_count} time(s), expected {count}.{listing}"
             raise AssertionError(msg)
 
@@ -857,8 +934,8 @@ class MockApi:
         return dict(self._routes)
 
     @property
-    def calls(self) -> list[RecordedCall]:
-        """Every call any route of this API received, oldest first."""
+    def calls(self) -> Calls:
+        """Every call any route of this API received, oldest first; `calls.last` is the latest."""
         calls = [
             (call, route)
             for route in self._routes.values()
@@ -866,7 +943,7 @@ class MockApi:
         ]
         order = {id(call): index for index, call in enumerate(_ROUTER.calls)}
         calls.sort(key=lambda pair: order.get(id(pair[0]), 0))
-        return [RecordedCall(call, route._path_params(call.request)) for call, route in calls]
+        return Calls(RecordedCall(call, route._path_params(call.request)) for call, route in calls)
 
     @property
     def unmatched(self) -> list[UnmatchedRequestError]:
@@ -880,7 +957,7 @@ class MockApi:
         calls = self.calls
         if not calls:
             return f"{type(self).__name__} received no request."
-        listing = "\n".join(f"- {call.method} {call.url}" for call in calls)
+        listing = "\n".join(f"- {call.describe()}" for call in calls)
         return f"{type(self).__name__} received:\n{listing}"
 
     # -- activation --------------------------------------------------------------------------------
@@ -1060,6 +1137,12 @@ else:  # pragma: no cover
     _MOCKERS = (HTTPCoreMocker,)
 
 
+def _unchained(error: UnmatchedRequestError) -> UnmatchedRequestError:
+    # respx hands our error back through its SideEffectError; the chain only hides the message.
+    error.__cause__, error.__suppress_context__ = None, True
+    return error
+
+
 def _read_timeout(request: httpx.Request) -> float | None:
     timeout = request.extensions.get("timeout") or {}
     read = timeout.get("read")
@@ -1178,15 +1261,16 @@ class _Router(respx.MockRouter):
         token = _SYNC_REQUEST.set(True)
         try:
             response = super().handler(request)
-        except UnmatchedRequestError:
-            raise
+        except UnmatchedRequestError as error:
+            raise _unchained(error) from None
         except respx.models.AllMockedAssertionError:
             raise self._unmatched(request) from None
         finally:
             _SYNC_REQUEST.reset(token)
         if (delay := response.extensions.get(_DELAY)) is not None:
             wait, timed_out = _late(request, delay)
-            clock.wait_sync(wait)
+            if timed_out is None or clock.running_clocks():  # no clock: a timeout is no reason to wait
+                clock.wait_sync(wait)
             if timed_out is not None:
                 raise timed_out
         return response
@@ -1194,13 +1278,14 @@ class _Router(respx.MockRouter):
     async def async_handler(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await super().async_handler(request)
-        except UnmatchedRequestError:
-            raise
+        except UnmatchedRequestError as error:
+            raise _unchained(error) from None
         except respx.models.AllMockedAssertionError:
             raise self._unmatched(request) from None
         if (delay := response.extensions.get(_DELAY)) is not None:
             wait, timed_out = _late(request, delay)
-            await clock.wait(wait)
+            if timed_out is None or clock.running_clocks():  # no clock: a timeout is no reason to wait
+                await clock.wait(wait)
             if timed_out is not None:
                 raise timed_out
         return response

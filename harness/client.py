@@ -36,7 +36,7 @@ from harness.queries import capture_queries
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["AppClient", "AppLifespan", "app_client", "auth_headers"]
+__all__ = ["AppClient", "AppLifespan", "AppResponse", "app_client", "auth_headers"]
 
 _LIFESPAN_TIMEOUT = 30.0
 
@@ -233,6 +233,36 @@ def _restore(mapping: MutableMapping[str, Any], saved: dict[str, Any]) -> None:
     mapping.update(saved)
 
 
+_BODY_SHOWN = 300  # characters of a response's body in its repr
+_TEXT_TYPES = ("text/", "json", "xml", "x-www-form-urlencoded", "javascript")
+
+
+class AppResponse(httpx.Response):
+    """An `httpx.Response` whose repr carries the start of its body.
+
+    A failing ``assert response.status_code == 201`` then shows why the app answered 422 (its
+    validation detail), where httpx's repr says only ``<Response [422 Unprocessable Entity]>``.
+    """
+
+    def __repr__(self) -> str:
+        head = super().__repr__().removesuffix(">")
+        if not hasattr(self, "_content"):  # a streamed body not read yet: nothing to show
+            return f"{head}>"
+        content_type = self.headers.get("content-type", "")
+        if self._content and content_type and not any(kind in content_type for kind in _TEXT_TYPES):
+            return f"{head} ({len(self._content)} bytes of {content_type.split(';')[0]})>"
+        # Decoded here, not through .text: that would fix the encoding a test may still set.
+        head_bytes = self._content[: _BODY_SHOWN * 4]
+        try:
+            start = head_bytes.decode(self.charset_encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            start = head_bytes.decode("utf-8", errors="replace")
+        text = " ".join(start.split())
+        if len(text) > _BODY_SHOWN or len(self._content) > _BODY_SHOWN * 4:
+            text = text[:_BODY_SHOWN].rstrip() + "…"
+        return f"{head} {text}>" if text else f"{head}>"
+
+
 class AppClient(httpx.AsyncClient):
     """An `httpx.AsyncClient` for an ASGI app, entered with `async with` (made by `app_client()`).
 
@@ -333,6 +363,12 @@ class AppClient(httpx.AsyncClient):
                     exc.add_note(f"(and then: {error})")
         finally:
             self._exit_stack.close()
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        """Send ``request`` to the app; the response is an `AppResponse` (its repr shows its body)."""
+        response = await super().send(request, **kwargs)
+        response.__class__ = AppResponse
+        return response
 
     async def upload(
         self,

@@ -112,22 +112,27 @@ class NetworkGuard:
         if isinstance(allow, str | bytes):
             msg = f"allow takes a list of hosts, got the string {allow!r}: write allow=[{allow!r}]."
             raise TypeError(msg)
-        self.allow: tuple[str, ...] = tuple(allow)
+        self.allow: tuple[str, ...] = ()
         self.blocked: list[BlockedConnection] = []
-        names: set[str] = set()
-        networks: list[_Network] = []
-        for entry in self.allow:
-            rule = _parse_rule(entry)
-            if isinstance(rule, str):
-                names.add(rule)
-            else:
-                networks.append(rule)
-        self._names = frozenset(names)
-        self._networks = tuple(networks)
+        self._names: frozenset[str] = frozenset()
+        self._networks: tuple[_Network, ...] = ()
         self._resolved: set[_Address] = set()  # what allowed names resolved to: connect() sees these
+        self.admit(*allow)
 
     def __repr__(self) -> str:
         return f"<NetworkGuard allow={list(self.allow)!r} blocked={len(self.blocked)}>"
+
+    def admit(self, *entries: str) -> None:
+        """Allow more hosts, IP addresses or CIDR networks, from now on (the guard may be on).
+
+        Usage::
+
+            guard.admit("db.internal")   # the test database's server, known once its URL is
+        """
+        rules = [_parse_rule(entry) for entry in entries]
+        self._names |= {rule for rule in rules if isinstance(rule, str)}
+        self._networks += tuple(rule for rule in rules if not isinstance(rule, str))
+        self.allow += entries
 
     def assert_nothing_blocked(self) -> None:
         """Raise NetworkBlockedError listing the attempts this guard refused, if there were any.
@@ -275,8 +280,32 @@ def _port(port: object) -> int | None:
     return None
 
 
+# Well-known ports of services that do not speak HTTP: a MockApi cannot stand in for them.
+_NOT_HTTP = {
+    5432: "PostgreSQL",
+    3306: "MySQL",
+    6379: "Redis",
+    11211: "memcached",
+    27017: "MongoDB",
+    5672: "RabbitMQ",
+    9092: "Kafka",
+    25: "SMTP",
+    587: "SMTP",
+    465: "SMTP",
+    2181: "ZooKeeper",
+}
+
+
 def _message(attempt: BlockedConnection) -> str:
     where = repr(attempt.host) if attempt.port is None else f"{attempt.host!r} port {attempt.port}"
+    if attempt.port in _NOT_HTTP:
+        service = _NOT_HTTP[attempt.port]
+        return (
+            f"harness blocked a connection to {where} (the {service} port): tests must not reach the network.\n"
+            f"A harness.MockApi mocks HTTP APIs, not {service}: run {service} for the tests on loopback "
+            f"(127.0.0.1), replace the client with a fake in the test, or allow the host with "
+            f'@pytest.mark.allow_network("{attempt.host}").'
+        )
     scheme = "http" if attempt.port == 80 else "https"
     host = f"[{attempt.host}]" if ":" in attempt.host else attempt.host
     netloc = host if attempt.port in (None, 80, 443) else f"{host}:{attempt.port}"

@@ -1,7 +1,7 @@
-"""Sign webhooks the way Stripe, GitHub, Slack and Standard Webhooks senders do.
+"""Sign webhooks the way Stripe, GitHub, Slack and Standard Webhooks senders do, or any HMAC scheme.
 
     signed = webhooks.stripe({"type": "invoice.paid", "data": {"object": invoice}}, "whsec_test")
-    response = await client.post("/webhooks/stripe", content=signed.body, headers=signed.headers)
+    response = await signed.post(client, "/webhooks/stripe")   # the exact signed bytes and headers
     assert response.status_code == 200
 
     response = await client.post("/webhooks/stripe", content=signed.body, headers=signed.tampered().headers)
@@ -28,9 +28,11 @@ import time
 import uuid
 from typing import Any, NoReturn
 
+import httpx
+
 from harness.exceptions import WebhookError
 
-__all__ = ["SignedWebhook", "github", "slack", "standard", "stripe"]
+__all__ = ["SignedWebhook", "generic", "github", "slack", "standard", "stripe"]
 
 Payload = bytes | str | dict[str, Any] | list[Any]
 Secret = str | bytes
@@ -56,15 +58,41 @@ class SignedWebhook:
     would rightly reject what it receives. `timestamp` is the signed time in epoch seconds (0 for
     GitHub, whose scheme has none); `tampered()` gives a copy whose signature is wrong.
 
+    `post(client, url)` sends it that way, so nothing else can be sent by mistake.
+    `signature_header` and `signature_prefix` tell `tampered()` where the signature of a
+    `generic()` scheme is (the other signers' headers it knows).
+
     Usage::
 
         signed = webhooks.github({"zen": "Design for failure."}, "s3cret", event="ping")
-        response = await client.post("/hooks/github", content=signed.body, headers=signed.headers)
+        response = await signed.post(client, "/hooks/github")
     """
 
     body: bytes
     headers: dict[str, str]
     timestamp: int = 0
+    signature_header: str | None = None
+    signature_prefix: str = ""
+
+    def post(self, client: Any, url: str, **request: Any) -> Any:
+        """POST the exact signed body and its headers with `client` (an httpx client or `app_client`).
+
+        Returns what `client.post` returns: await it for an async client. Extra `headers=` are
+        added to the signed ones; other keywords go to `client.post`.
+
+        Usage::
+
+            response = await webhooks.stripe(event, secret).post(app_client, "/webhooks/stripe")
+        """
+        if {"json", "data", "content"} & request.keys():
+            msg = (
+                f"post() sends the signed bytes itself; drop {sorted({'json', 'data', 'content'} & request.keys())[0]}=. "
+                "Sending the payload again (json=...) would send other bytes than were signed."
+            )
+            raise WebhookError(msg)
+        headers = httpx.Headers(self.headers)
+        headers.update(request.pop("headers", {}))  # case-insensitive: content-type replaces Content-Type
+        return client.post(url, content=self.body, headers=headers, **request)
 
     def tampered(self) -> SignedWebhook:
         """A copy whose signature is well formed but wrong (one character changed), body untouched.
@@ -75,8 +103,11 @@ class SignedWebhook:
             response = await client.post("/webhooks/stripe", content=bad.body, headers=bad.headers)
             assert response.status_code == 400
         """
+        signatures = {**_SIGNATURES}
+        if self.signature_header is not None:
+            signatures[self.signature_header.lower()] = self.signature_prefix
         for name, value in self.headers.items():
-            marker = _SIGNATURES.get(name.lower())
+            marker = signatures.get(name.lower())
             at = -1 if marker is None else value.find(marker)
             if marker is not None and at >= 0 and at + len(marker) < len(value):
                 at += len(marker)
@@ -87,7 +118,7 @@ class SignedWebhook:
                 return dataclasses.replace(self, headers=headers)
         msg = (
             f"This webhook has no signature header to tamper with; its headers are {sorted(self.headers)!r}. "
-            "Build it with webhooks.stripe(), github(), slack() or standard()."
+            "Build it with webhooks.stripe(), github(), slack(), standard() or generic()."
         )
         raise WebhookError(msg)
 
@@ -201,6 +232,62 @@ def standard(
         "webhook-signature": f"v1,{base64.b64encode(digest).decode()}",
     }
     return SignedWebhook(body, headers, ts)
+
+
+def generic(
+    payload: Payload,
+    secret: Secret,
+    *,
+    header: str,
+    signs: str = "{body}",
+    algorithm: str = "sha256",
+    encoding: str = "hex",
+    prefix: str = "",
+    timestamp_header: str | None = None,
+    timestamp: int | dt.datetime | None = None,
+    age: float | dt.timedelta = 0,
+    headers: dict[str, str] | None = None,
+) -> SignedWebhook:
+    """A webhook signed with an HMAC of your provider's own scheme.
+
+    `signs` is what is signed, with `{body}` (the body bytes) and `{timestamp}` (epoch seconds)
+    where the provider puts them: "{timestamp}.{body}" for a Stripe-like scheme. The digest
+    (`algorithm`: any of hashlib's, "sha256" by default) is `encoding` "hex" or "base64", and the
+    header `header` carries `prefix` and the digest. With `timestamp_header` the signed time is
+    sent in that header too; `timestamp` and `age` work as in `stripe()`. `headers` are added
+    (Content-Type is application/json unless given).
+
+    Usage::
+
+        signed = webhooks.generic(
+            event, "s3cret", header="X-Acme-Signature", signs="{timestamp}:{body}",
+            prefix="sha256=", timestamp_header="X-Acme-Timestamp",
+        )
+        response = await signed.post(app_client, "/webhooks/acme")
+    """
+    body, key = _body(payload, "generic"), _key(secret, "generic")
+    if algorithm not in hashlib.algorithms_available:
+        msg = f"generic() does not know the hash {algorithm!r}; use one of hashlib's, such as 'sha256' or 'sha1'."
+        raise WebhookError(msg)
+    if encoding not in ("hex", "base64"):
+        msg = f"generic() encodes the digest as 'hex' or 'base64', got {encoding!r}."
+        raise WebhookError(msg)
+    if "{body}" not in signs:
+        msg = f"generic(signs=...) must contain {{body}} where the body goes, got {signs!r}."
+        raise WebhookError(msg)
+    ts = _timestamp(timestamp, age, "generic")
+    before, _, after = signs.partition("{body}")
+    message = (
+        before.replace("{timestamp}", str(ts)).encode()
+        + body
+        + after.replace("{timestamp}", str(ts)).encode()
+    )
+    digest = hmac.new(key, message, algorithm).digest()
+    signature = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+    sent = {"Content-Type": _JSON, **(headers or {}), header: f"{prefix}{signature}"}
+    if timestamp_header is not None:
+        sent[timestamp_header] = str(ts)
+    return SignedWebhook(body, sent, ts, signature_header=header, signature_prefix=prefix)
 
 
 # -- the pieces ----------------------------------------------------------------------------------

@@ -12,22 +12,43 @@ STRIPE_SECRET = "whsec_test_secret"  # the secret the app under test is configur
 EVENT = {"id": "evt_1", "object": "event", "type": "invoice.paid", "data": {"object": {"id": "in_1"}}}
 
 
-async def test_paid_invoice_is_accepted():
-    """A signed event posts unchanged, through any httpx client, and verifies."""
+async def test_paid_invoice_is_accepted(app_client):
+    """post() sends the signed bytes and headers unchanged, and the app verifies them."""
     signed = webhooks.stripe(EVENT, STRIPE_SECRET)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app.test") as client:
-        response = await client.post("/webhooks/stripe", content=signed.body, headers=signed.headers)
+    response = await signed.post(app_client, "/webhooks/stripe")
     assert response.status_code == 200
 
 
-async def test_forged_webhook_is_refused(app_client):
-    """A tampered signature is refused."""
+async def test_forged_webhook_is_refused():
+    """A tampered signature is refused; any httpx client can send it, by hand too."""
     forged = webhooks.stripe(EVENT, STRIPE_SECRET).tampered()
-    response = await app_client.post("/webhooks/stripe", content=forged.body, headers=forged.headers)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app.test") as client:
+        response = await client.post("/webhooks/stripe", content=forged.body, headers=forged.headers)
     assert response.status_code == 400
 
 
 # --8<-- [end:signers]
+
+
+# --8<-- [start:generic]
+ACME_SECRET = "acme-signing-secret"
+
+
+async def test_a_providers_own_scheme(app_client):
+    """generic() signs any HMAC scheme: here "<timestamp>.<body>", hex, behind "sha256=", time in a header."""
+    signed = webhooks.generic(
+        EVENT,
+        ACME_SECRET,
+        header="X-Acme-Signature",
+        signs="{timestamp}.{body}",
+        prefix="sha256=",
+        timestamp_header="X-Acme-Timestamp",
+    )
+    assert (await signed.post(app_client, "/webhooks/acme")).status_code == 200
+    assert (await signed.tampered().post(app_client, "/webhooks/acme")).status_code == 401
+
+
+# --8<-- [end:generic]
 
 
 # --8<-- [start:frozen_clock]
@@ -70,15 +91,15 @@ async def test_json_sends_other_bytes_than_were_signed(app_client):
 import datetime as dt
 
 import pytest
-from app import STRIPE_WEBHOOK_SECRET
+from app import ACME_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
 from standardwebhooks import Webhook
 
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def test_the_examples_secret_is_the_apps():
-    """STRIPE_SECRET above is the secret the example app verifies with."""
-    assert STRIPE_SECRET == STRIPE_WEBHOOK_SECRET
+def test_the_examples_secrets_are_the_apps():
+    """The secrets above are the ones the example app verifies with."""
+    assert (STRIPE_SECRET, ACME_SECRET) == (STRIPE_WEBHOOK_SECRET, ACME_WEBHOOK_SECRET)
 
 
 def test_standard_webhooks_verifies_at_the_frozen_time():

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import math
+import os
+import sys
 
 import httpx
 import httpx2
@@ -235,8 +238,10 @@ async def test_times_caps_the_calls_and_expects_them_all() -> None:
         with pytest.raises(
             UnmatchedRequestError,
             match=r"^SmsApi.send_message was called more often than expected: this is call 3",
-        ):
+        ) as excinfo:
             await send(client)
+        assert excinfo.value.__cause__ is None
+        assert excinfo.value.__suppress_context__
         sms.unmatched.clear()
     with pytest.raises(
         RouteNotCalledError, match=r"SmsApi.send_message: POST \S+ called 1 time\(s\), expected 2"
@@ -385,12 +390,12 @@ async def test_a_late_reply_within_the_timeout_answers_after_its_delay() -> None
     assert answer.status_code == 201
 
 
-async def test_a_late_reply_without_a_clock_waits_for_real() -> None:
-    """Without a harness clock the delay is a real (short) wait that still ends in a timeout."""
-    async with SmsApi() as sms, httpx.AsyncClient(timeout=0.05) as client:
+async def test_a_late_reply_past_the_timeout_without_a_clock_fails_at_once() -> None:
+    """Without a harness clock, waiting out an hour's read timeout would only slow the test: it raises now."""
+    async with SmsApi() as sms, httpx.AsyncClient(timeout=3600) as client:
         sms.send_message.respond(Reply(201, delay=math.inf))
         with pytest.raises(httpx.ReadTimeout):
-            await send(client)
+            await asyncio.wait_for(send(client), 30)  # a TimeoutError here if it waited
 
 
 async def test_a_server_that_never_answers_a_request_without_timeout_says_so() -> None:
@@ -504,6 +509,75 @@ async def test_call_assertions_pass_on_what_was_sent() -> None:
     sms.get_status.assert_called_with(path_params={"message_id": "msg_7"})
     sms.send_message.assert_any_call(json={"body": "hi", "to": "+1"})
     assert [call.method for call in sms.calls] == ["POST", "GET"]
+
+
+async def test_a_callable_or_an_httpx_response_answers_too() -> None:
+    """respond(callable) computes each reply from its request; respond(httpx.Response) answers as it is."""
+    async with SmsApi() as sms, httpx.AsyncClient() as client:
+        ids = itertools.count(1)
+        sms.send_message.respond(
+            lambda request: Reply(
+                201, json={"id": f"msg_{next(ids)}", "to": json.loads(request.content)["to"]}
+            )
+        )
+        first, second = await send(client, "+1"), await send(client, "+2")
+        sms.get_status.respond(httpx.Response(410, headers={"X-Why": "gone"}, text="expired"))
+        gone = await client.get(f"{URL}/msg_1")
+        sms.get_status.respond(Reply.computed(lambda request: 404 if request.url.path.endswith("x") else 200))
+        statuses = [(await client.get(f"{URL}/{name}")).status_code for name in ("x", "y")]
+    assert (first.json(), second.json()) == ({"id": "msg_1", "to": "+1"}, {"id": "msg_2", "to": "+2"})
+    assert (gone.status_code, gone.headers["x-why"], gone.text) == (410, "gone", "expired")
+    assert statuses == [404, 200]
+    assert sms.send_message.calls.last.json == {"to": "+2", "body": "hi"}
+    assert sms.calls.last.path_params == {"message_id": "y"}
+
+
+async def test_a_computed_reply_moves_the_scenario_and_a_response_keeps_its_repeated_headers() -> None:
+    """The Reply a callable returns moves the state with its moves_to; Set-Cookie twice stays twice."""
+    async with SmsApi() as sms, httpx.AsyncClient() as client:
+        sms.send_message.respond(lambda request: Reply(201, json={"id": "msg_1"}, moves_to="sent"))
+        await send(client)
+        cookies = httpx.Response(200, headers=[("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")], json={})
+        sms.get_status.respond(cookies)
+        answer = await client.get(f"{URL}/msg_1")
+    assert sms.state == "sent"
+    assert answer.headers.get_list("set-cookie") == ["a=1", "b=2"]
+
+
+async def test_a_callable_answering_something_else_is_refused() -> None:
+    """What the callable returns must be a status, a Reply or an httpx.Response."""
+    async with SmsApi() as sms, httpx.AsyncClient() as client:
+        sms.send_message.respond(lambda request: {"id": "msg_1"})
+        with pytest.raises(MockApiError) as excinfo:
+            await send(client)
+    assert str(excinfo.value) == (
+        "The callable given to respond() is a status code, a harness.Reply or an httpx.Response, "
+        "got {'id': 'msg_1'}."
+    )
+
+
+async def test_calls_last_of_a_route_never_called_says_so() -> None:
+    """calls.last with no call is an AssertionError, not an IndexError."""
+    async with SmsApi() as sms:
+        with pytest.raises(AssertionError, match=r"^No call was received, so there is no last one.$"):
+            _ = sms.send_message.calls.last
+
+
+async def test_call_listings_show_the_body_and_where_it_was_sent_from() -> None:
+    """A listing line has the method, URL, the start of the body and the line that sent it."""
+    payload = {"to": "+1", "body": "x" * 200}
+    async with SmsApi() as sms, httpx.AsyncClient() as client:
+        sent_at = sys._getframe().f_lineno + 1
+        await client.post(URL, json=payload)
+    with pytest.raises(AssertionError) as excinfo:
+        sms.send_message.assert_not_called()
+    body = httpx.Request("POST", URL, json=payload).content.decode()  # spacing differs by httpx version
+    here = __file__.removeprefix(os.getcwd() + os.sep)
+    assert str(excinfo.value) == (
+        "SmsApi.send_message was called 1 time(s), expected none:\n"
+        f"- POST {URL} {body[:120]}… (sent at {here}:{sent_at} in "
+        "test_call_listings_show_the_body_and_where_it_was_sent_from)"
+    )
 
 
 async def test_a_call_assertion_failure_shows_what_differed() -> None:
@@ -701,7 +775,7 @@ async def test_raises_builds_httpx2_errors_too() -> None:
         ),
         (
             lambda: SmsApi().send_message.respond("201"),
-            "A reply is a status code or a harness.Reply, got '201'.",
+            "A reply is a status code, a harness.Reply or an httpx.Response, got '201'.",
         ),
         (
             lambda: MockApi(),

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI, Request, UploadFile
+from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from harness import AppClient, AppError, LifespanError, app_client, auth_headers
+from harness import AppClient, AppError, AppResponse, LifespanError, app_client, auth_headers
 from tests.models import Campaign
 
 EVENTS: list[str] = []
@@ -65,6 +66,16 @@ async def boom() -> None:
     raise RuntimeError(msg)
 
 
+@app.get("/long", response_class=PlainTextResponse)
+async def long() -> str:
+    return "ab " * 200
+
+
+@app.get("/logo")
+async def logo() -> Response:
+    return Response(b"\x89PNG" + bytes(2000), media_type="image/png")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_events() -> None:
     EVENTS.clear()
@@ -99,7 +110,7 @@ async def test_what_the_api_commits_is_in_the_tests_scope(db_session: AsyncSessi
     assert app.dependency_overrides == {}
 
 
-def test_binding_a_dependency_is_refused_with_what_to_bind_instead(db_session: AsyncSession) -> None:
+async def test_binding_a_dependency_is_refused_with_what_to_bind_instead(db_session: AsyncSession) -> None:
     """A dependency in bind= would be replaced, dropping its commit after yield: refused."""
     with pytest.raises(TypeError, match=r"^harness no longer replaces dependencies such as get_db: "):
         app_client(app, session=db_session, bind=[get_db])
@@ -118,6 +129,33 @@ async def test_dependency_overrides_and_app_state_are_restored() -> None:
         assert not hasattr(app.state, "extra")
     finally:
         del app.state.feature
+
+
+async def test_a_responses_repr_shows_the_start_of_its_body() -> None:
+    """A failing status assertion shows why: the 422's detail, a long body cut, a streamed one left unread."""
+    async with app_client(app) as client:
+        invalid = await client.post("/campaigns")
+        long = await client.get("/long")
+        async with client.stream("GET", "/long") as streamed:
+            unread = repr(streamed)
+    assert isinstance(invalid, AppResponse)
+    assert repr(invalid) == (
+        f"<Response [422 {invalid.reason_phrase}] "
+        '{"detail":[{"type":"missing","loc":["query","name"],"msg":"Field required","input":null}]}>'
+    )
+    assert repr(long) == f"<Response [200 OK] {'ab ' * 99}ab…>"
+    assert unread == "<Response [200 OK]>"
+
+
+async def test_a_responses_repr_leaves_it_as_it_was() -> None:
+    """A binary body is summed up, not printed; the repr does not fix the encoding a test sets later."""
+    async with app_client(app) as client:
+        image = await client.get("/logo")
+        text = await client.get("/long")
+    assert repr(image) == "<Response [200 OK] (2004 bytes of image/png)>"
+    repr(text)
+    text.encoding = "latin-1"
+    assert text.text.startswith("ab ab")
 
 
 async def test_raise_app_exceptions_false_gives_the_500_a_server_would() -> None:
@@ -267,7 +305,7 @@ def test_an_async_callable_with_the_wrong_arity_is_refused() -> None:
     )
 
 
-def test_bind_takes_engines_and_sessionmakers_only(db_session: AsyncSession) -> None:
+async def test_bind_takes_engines_and_sessionmakers_only(db_session: AsyncSession) -> None:
     """Anything else in bind= is named."""
     with pytest.raises(TypeError) as excinfo:
         app_client(app, session=db_session, bind=[42])

@@ -518,6 +518,34 @@ def test_addresses_of_an_allowed_name_are_allowed_while_its_guard_is_on(fake_net
     assert outer.blocked == [BlockedConnection("192.0.2.7", 5432, "connect")]
 
 
+def test_admit_allows_a_host_while_the_guard_is_on(fake_network: FakeNetwork) -> None:
+    """admit() adds hosts to a running guard (the test database's, known once its URL is); others stay blocked."""
+    with block_network() as guard:
+        with pytest.raises(NetworkBlockedError):
+            socket.getaddrinfo("db.internal", 5432)
+        guard.admit("db.internal", "192.0.2.0/24")
+        lookup("db.internal")
+        with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+            sock.connect(("192.0.2.99", 5432))
+        with pytest.raises(NetworkBlockedError):
+            socket.getaddrinfo("api.example.com", 443)
+    assert guard.allow == ("db.internal", "192.0.2.0/24")
+    assert fake_network.lookups == ["db.internal"]
+    assert [attempt.host for attempt in guard.blocked] == ["db.internal", "api.example.com"]
+
+
+def test_a_service_that_is_not_http_is_named_with_what_to_do_instead(guard: NetworkGuard) -> None:
+    """Redis' port gets advice a MockApi cannot give: run it on loopback, fake the client, or allow it."""
+    with pytest.raises(NetworkBlockedError) as excinfo:
+        socket.create_connection(("cache.internal", 6379))
+    guard.blocked.clear()
+    assert str(excinfo.value) == (
+        "harness blocked a connection to 'cache.internal' port 6379 (the Redis port): tests must not reach the "
+        "network.\nA harness.MockApi mocks HTTP APIs, not Redis: run Redis for the tests on loopback (127.0.0.1), "
+        'replace the client with a fake in the test, or allow the host with @pytest.mark.allow_network("cache.internal").'
+    )
+
+
 @pytest.mark.parametrize(
     "entry",
     [

@@ -58,6 +58,13 @@ SIGNERS: dict[str, Callable[[], SignedWebhook]] = {
     "github": lambda: webhooks.github(EVENT, GITHUB_SECRET),
     "slack": lambda: webhooks.slack(SLACK_BODY, SLACK_SECRET),
     "standard": lambda: webhooks.standard(EVENT, STANDARD_SECRET),
+    "generic": lambda: webhooks.generic(
+        EVENT,
+        "s3cret",
+        header="X-Acme-Signature",
+        signs="{timestamp}.{body}",
+        timestamp_header="X-Acme-Timestamp",
+    ),
 }
 
 
@@ -229,6 +236,7 @@ TIMESTAMP_HEADERS = {
     "stripe": ("Stripe-Signature", "t=1705320000,v1="),
     "slack": ("X-Slack-Request-Timestamp", "1705320000"),
     "standard": ("webhook-timestamp", "1705320000"),
+    "generic": ("X-Acme-Timestamp", "1705320000"),
 }
 
 
@@ -330,6 +338,99 @@ async def test_httpx_json_sends_other_bytes_than_were_signed() -> None:
     assert right.status_code == 204
     assert wrong.status_code == 401
     assert wrong.request.content != signed.body  # "Zoë" raw in UTF-8, not "Zo\u00eb"
+
+
+async def test_post_sends_the_signed_bytes_and_headers() -> None:
+    """post() sends the exact body and signature, adds extra headers, and refuses a payload sent again."""
+    seen: list[httpx.Request] = []
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        digest = hmac.new(GITHUB_SECRET.encode(), request.content, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(f"sha256={digest}", request.headers["X-Hub-Signature-256"])
+        return httpx.Response(204 if ok else 401)
+
+    signed = webhooks.github(EVENT, GITHUB_SECRET)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(app), base_url="http://app.test") as client:
+        response = await signed.post(
+            client,
+            "/hooks",
+            headers={"X-Trace": "t1", "content-type": "application/cloudevents+json"},
+            params={"v": "2"},
+        )
+        assert response.status_code == 204
+        with pytest.raises(WebhookError) as excinfo:
+            signed.post(client, "/hooks", json=EVENT)
+    assert seen[0].content == signed.body
+    assert (seen[0].headers["X-Trace"], seen[0].url.params["v"]) == ("t1", "2")
+    assert seen[0].headers.get_list("Content-Type") == [
+        "application/cloudevents+json"
+    ]  # replaced, not doubled
+    assert excinfo.value.args == (
+        "post() sends the signed bytes itself; drop json=. Sending the payload again (json=...) would send other "
+        "bytes than were signed.",
+    )
+
+
+# -- generic() --------------------------------------------------------------------------------------
+
+
+def test_generic_reproduces_the_github_and_slack_docs_examples() -> None:
+    """generic() configured as GitHub's and Slack's schemes gives their documented signatures."""
+    github = webhooks.generic("Hello, World!", GITHUB_SECRET, header="X-Hub-Signature-256", prefix="sha256=")
+    assert github.headers["X-Hub-Signature-256"] == GITHUB_SIGNATURE
+    slack = webhooks.generic(
+        SLACK_BODY,
+        SLACK_SECRET,
+        header="X-Slack-Signature",
+        signs="v0:{timestamp}:{body}",
+        prefix="v0=",
+        timestamp=SLACK_TIMESTAMP,
+        timestamp_header="X-Slack-Request-Timestamp",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert slack.headers == {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": "1531420618",
+        "X-Slack-Signature": SLACK_SIGNATURE,
+    }
+
+
+def test_generic_base64_digest_of_another_hash() -> None:
+    """encoding="base64" and algorithm="sha1" sign with those, as a Shopify- or Twilio-like scheme checks."""
+    signed = webhooks.generic(EVENT, "s3cret", header="X-Sig", algorithm="sha1", encoding="base64")
+    expected = base64.b64encode(hmac.new(b"s3cret", signed.body, hashlib.sha1).digest()).decode()
+    assert signed.headers == {"Content-Type": "application/json", "X-Sig": expected}
+
+
+def test_generic_tampered_changes_the_digest_after_the_prefix() -> None:
+    """tampered() finds a generic() signature by its header and keeps the prefix."""
+    signed = webhooks.generic(b"{}", "s3cret", header="X-Sig", prefix="v1,")
+    bad = signed.tampered().headers["X-Sig"]
+    assert bad.startswith("v1,")
+    assert bad != signed.headers["X-Sig"]
+    assert sum(a != b for a, b in zip(bad, signed.headers["X-Sig"], strict=True)) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"algorithm": "sha257"},
+            "generic() does not know the hash 'sha257'; use one of hashlib's, such as 'sha256' or 'sha1'.",
+        ),
+        ({"encoding": "base32"}, "generic() encodes the digest as 'hex' or 'base64', got 'base32'."),
+        (
+            {"signs": "{timestamp}"},
+            "generic(signs=...) must contain {body} where the body goes, got '{timestamp}'.",
+        ),
+    ],
+)
+def test_generic_refuses_a_scheme_it_cannot_sign(options: dict[str, str], message: str) -> None:
+    """An unknown hash, encoding or a signed string without the body is refused naming it."""
+    with pytest.raises(WebhookError) as excinfo:
+        webhooks.generic(EVENT, "s3cret", header="X-Sig", **options)  # type: ignore[arg-type]
+    assert excinfo.value.args == (message,)
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -446,5 +547,5 @@ def test_tampered_needs_a_signature_header() -> None:
         SignedWebhook(b"{}", {"Content-Type": "application/json"}).tampered()
     assert excinfo.value.args == (
         "This webhook has no signature header to tamper with; its headers are ['Content-Type']. "
-        "Build it with webhooks.stripe(), github(), slack() or standard().",
+        "Build it with webhooks.stripe(), github(), slack(), standard() or generic().",
     )

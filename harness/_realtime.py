@@ -1,6 +1,6 @@
 """The machine's real clocks, kept where no time mock reaches them.
 
-freezegun replaces every module attribute that *is* `time.monotonic` or `time.perf_counter` with
+freezegun replaces every module attribute that *is* `time.monotonic`, `time.perf_counter` or `time.time` with
 its fake (and a function that looks them up on the `time` module at call time sees the fake too),
 so harness keeps the real functions as attributes of a class: freezegun's module scan does not
 look inside classes. time-machine leaves these two clocks alone.
@@ -23,7 +23,8 @@ def _real(name: str) -> Callable[[], float]:
 
 
 class RealClock:
-    """`monotonic()` and `perf_counter()` as the machine tells them, whatever is frozen."""
+    """`monotonic()`, `perf_counter()` and `time()` as the machine tells them, whatever is frozen."""
 
     monotonic = staticmethod(_real("monotonic"))
     perf_counter = staticmethod(_real("perf_counter"))
+    time = staticmethod(_real("time"))

@@ -22,6 +22,7 @@ across DST changes too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import difflib
 import functools
@@ -30,13 +31,14 @@ import os
 import re
 import time
 import zoneinfo
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from dateutil import parser as dateutil_parser
 
 from harness._realtime import RealClock
+from harness._where import caller
 from harness.exceptions import ClockError
 
 if TYPE_CHECKING:
@@ -151,11 +153,21 @@ def _seconds(delta: float | dt.timedelta | None, units: dict[str, float], what: 
     seconds = td.total_seconds()
     if seconds < 0:
         msg = (
-            f"clock.{what}() moves time forward only, and was given {td!r}. "
+            f"clock.{what}() moves time forward only, and was asked to go {_span(-seconds)} back. "
             "To go back, use clock.move_to(<earlier time>)."
         )
         raise ClockError(msg)
     return seconds
+
+
+def _span(seconds: float) -> str:
+    """A duration as people say it: 30 s, 5 min, 2 h, 1 day 2 h."""
+    for size, unit in ((86_400, "day"), (3_600, "h"), (60, "min")):
+        if seconds >= size:
+            whole, rest = divmod(seconds, size)
+            name = f"{whole:g} {unit}" + ("s" if unit == "day" and whole != 1 else "")
+            return name if rest < 1 else f"{name} {_span(rest)}"
+    return f"{seconds:g} s"
 
 
 # -- backends ----------------------------------------------------------------------------------
@@ -355,6 +367,8 @@ class Clock:
 
     Made by `freeze_time()`; it is the value of `with freeze_time(...) as clock` and of the
     `clock` fixture. Running clocks nest: the innermost one is the time everyone sees.
+    `started_at` is where it was last started ('file:line in function'), for reports of a clock
+    left running.
     """
 
     def __init__(
@@ -386,6 +400,8 @@ class Clock:
         self._ticking = tick
         _instant(when, self.zone) if not callable(when) else None  # a bad time fails here, not at start
         self._impl: _Backend | None = None
+        self.started_at: str | None = None
+        self._hints: list[str] = []  # what explain() adds to a failure: things this clock did that surprise
 
     def __repr__(self) -> str:
         if self._impl is None:
@@ -411,7 +427,29 @@ class Clock:
         seconds = _seconds(1.0 if delta is None and not units else delta, units, "tick")
         self._check_innermost("tick")
         cast("_Backend", self._impl).shift(seconds)
+        self._note_timers_passed(seconds)
         return self.now()
+
+    def _note_timers_passed(self, seconds: float) -> None:
+        # tick() leaves the event loop's clock alone: timers that would have come due do not fire.
+        # Said only if the test then fails (see explain), where it is likely the reason.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        scheduled: list[asyncio.TimerHandle] = getattr(loop, "_scheduled", [])
+        horizon = loop.time() + seconds
+        now = loop.time()
+        passed = [
+            h for h in scheduled if not h.cancelled() and now < h.when() <= horizon
+        ]  # not those due already
+        hint = (
+            f"clock.tick({seconds:g}) at {caller()} moved the wall clock past {len(passed)} timer(s) of the event "
+            f"loop without firing them (asyncio.sleep, call_later): `await clock.advance({seconds:g})` moves "
+            "the loop's clock too and fires them."
+        )
+        if passed and hint not in self._hints:  # a tick in a loop says it once
+            self._hints.append(hint)
 
     def move_to(self, when: TimeLike) -> dt.datetime:
         """Jump the wall clock to `when` (forward or back); naive times are read in the clock's zone."""
@@ -514,7 +552,10 @@ class Clock:
         impl = kind(instant, self._tz_offset, self._ticking)
         impl.start()
         self._impl = impl
+        self.started_at, self._hints = caller(), []
         _running.append(self)
+        for started in _recorders:
+            started.append(self)
         if self.backend == "freezegun":
             _keep_loop_time_real(True)
         return self
@@ -544,7 +585,11 @@ class Clock:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None = None, *tb: object
+    ) -> None:
+        if isinstance(exc, Exception):  # it happened while this clock ran: the time to say what it did
+            explain(exc, [self])
         try:
             self.stop()
         except ClockError:
@@ -588,6 +633,73 @@ class Clock:
                 return func(*args, **kwargs)
 
         return run
+
+
+def explain(error: BaseException, clocks: Iterable[Clock]) -> None:
+    """Add a note to ``error`` where a frozen clock (one of ``clocks``) is the likely cause.
+
+    Ticks that passed timers without firing them, by any of ``clocks``; and, for those still
+    running, a naive datetime compared with the frozen aware one, or a timeout while the event
+    loop ran in real time. A clock's own `with` block calls it for an error leaving the block;
+    the pytest plugin, for the clocks of a failing test. A note is added once.
+    """
+    clocks = list(dict.fromkeys(clocks))
+    running = [clock for clock in clocks if clock._impl is not None]
+    notes = [f"harness: {hint}" for clock in clocks for hint in clock._hints]
+    if running and isinstance(error, TypeError) and "offset-naive and offset-aware" in str(error):
+        notes.append(
+            "harness: time was frozen, and datetime.now() and datetime.utcnow() without a zone give naive "
+            "datetimes while the clock (and datetime.now(tz)) give aware ones. Compare like with like: "
+            "datetime.now(UTC) or clock.now()."
+        )
+    if isinstance(error, TimeoutError) and any(not clock._ticking for clock in running):
+        notes.append(
+            "harness: time was frozen, but asyncio's clock runs in real time: if this timeout waited on "
+            "asyncio.sleep(), wait_for() or asyncio.timeout(), it waited real seconds. Move the event loop's "
+            "clock with `await clock.advance(...)`, or freeze with tick=True."
+        )
+    for note in notes:
+        if note not in getattr(error, "__notes__", ()):
+            error.add_note(note)
+
+
+_recorders: list[list[Clock]] = []
+
+
+@contextlib.contextmanager
+def recording_clocks() -> Iterator[list[Clock]]:
+    """Collect the clocks started inside the block, in the order they started (stopped or not).
+
+    Usage::
+
+        with recording_clocks() as started:
+            run_the_test()
+        left_running = [clock for clock in started if clock in running_clocks()]
+    """
+    started: list[Clock] = []
+    _recorders.append(started)
+    try:
+        yield started
+    finally:
+        _recorders.remove(started)
+
+
+def running_clocks() -> list[Clock]:
+    """The clocks that are running now, outermost first."""
+    return list(_running)
+
+
+def stop_clocks(clocks: Iterable[Clock]) -> list[Clock]:
+    """Stop those of ``clocks`` that are still running, innermost first; return them, outermost first.
+
+    The pytest plugin calls it when a test ends, for the clocks the test started and did not stop,
+    so that they do not freeze the tests after it.
+    """
+    left = [clock for clock in _running if clock in set(clocks)]
+    for clock in reversed(left):
+        with contextlib.suppress(ClockError):  # an inner clock of a kept one: stopped with the rest
+            clock.stop()
+    return left
 
 
 def freeze_time(

@@ -24,6 +24,7 @@ from collections.abc import Coroutine, Generator, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
 from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
@@ -51,6 +52,7 @@ from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.schema import sort_tables
 from sqlalchemy.sql.elements import ClauseElement
 
+from harness._where import shown_as
 from harness.db.scopes import current_session, current_session_var
 from harness.exceptions import FactoryError
 
@@ -351,6 +353,11 @@ class ModelFactory(Factory[T]):
         abstract = True
 
     @classmethod
+    def _generate(cls, strategy: str, params: dict[str, Any]) -> Any:
+        apply_pending_seed()
+        return super()._generate(strategy, params)  # type: ignore[no-untyped-call]
+
+    @classmethod
     def create(cls, **kwargs: Any) -> Creation[T]:  # type: ignore[override]  # awaited, unlike factory-boy's
         """Build one object graph and persist it through the test's session: ``await`` the result."""
         call = f"{cls.__name__}.create()"
@@ -387,7 +394,7 @@ class ModelFactory(Factory[T]):
                 token = _building.set(batch)
                 try:
                     generate = cls._generate
-                    made = [generate(enums.CREATE_STRATEGY, dict(kwargs)) for _ in range(size)]  # type: ignore[no-untyped-call]
+                    made = [generate(enums.CREATE_STRATEGY, dict(kwargs)) for _ in range(size)]
                 finally:
                     _building.reset(token)
                 await batch.persist(session)
@@ -488,16 +495,70 @@ class ModelFactory(Factory[T]):
                 f"ModelFactory for {target.__name__}, or pass {relationship}=... when creating."
             )
             raise FactoryError(msg)
-        return parent_factory._generate(strategy, {})  # type: ignore[no-untyped-call]
+        return parent_factory._generate(strategy, {})
+
+
+# -- Seeding: per test, at the first use of a factory ----------------------------------------------
+
+_pending_seed: tuple[str, bool] | None = None
+_seeded_elsewhere = False  # factory-boy's random state was set by someone else since the reseed was asked
+
+
+def _watch_factory_boy_seeding() -> None:
+    # factory.random.reseed_random() and set_random_state() both go through randgen.setstate: a
+    # test that seeds factory-boy itself is seen there (unlike a draw, which also changes the state).
+    randgen = factory.random.randgen
+    if getattr(randgen, "_harness_watched", False):
+        return
+    setstate = randgen.setstate
+
+    def watched_setstate(state: Any) -> None:
+        global _seeded_elsewhere
+        _seeded_elsewhere = True
+        setstate(state)
+
+    randgen.setstate = watched_setstate  # type: ignore[method-assign]
+    randgen._harness_watched = True  # type: ignore[attr-defined]
+
+
+def reseed_on_first_use(seed: str | None, *, factory_boy: bool = True) -> None:
+    """Seed the factories' randomness from ``seed`` when a harness factory is next used (None: cancel).
+
+    The pytest plugin calls it before each test with the run's seed and the test's id, so that a
+    failing test replays with the same data; a test that uses no harness factory keeps the random
+    state it had (loading harness changes nothing for it), and a test that seeds factory-boy itself
+    (``factory.random.reseed_random``) keeps its own seed. Seeds factory-boy's and Faker's random
+    values (unless ``factory_boy`` is False: pytest-randomly seeds those itself) and polyfactory's.
+    """
+    global _pending_seed, _seeded_elsewhere
+    _watch_factory_boy_seeding()
+    _pending_seed = None if seed is None else (seed, factory_boy)
+    _seeded_elsewhere = False
+
+
+def apply_pending_seed() -> None:
+    """Apply the seed `reseed_on_first_use` left, once; factories call it before they draw values."""
+    global _pending_seed
+    if _pending_seed is None:
+        return
+    (seed, factory_boy), _pending_seed = _pending_seed, None
+    if factory_boy and not _seeded_elsewhere:
+        factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
+    polyfactory = sys.modules.get("harness.polyfactory")  # loaded only by users of its factories
+    if polyfactory is not None:
+        polyfactory.reseed(seed)
 
 
 # -- The awaitable that create() returns ----------------------------------------------------------
 
 
+_COMPREHENSIONS = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
+
+
 class Creation(Generic[T]):
     """What ``create()``/``create_batch()`` return: nothing happens until it is awaited."""
 
-    __slots__ = ("_coroutine", "_settled", "_single", "call", "where")
+    __slots__ = ("_coroutine", "_fix", "_settled", "_single", "call", "where")
 
     def __init__(self, coroutine: Coroutine[Any, Any, list[Any]], call: str, *, single: bool = False) -> None:
         self._coroutine = coroutine
@@ -505,7 +566,19 @@ class Creation(Generic[T]):
         self._settled = False
         self.call = call
         frame = sys._getframe(2)
-        self.where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        self.where = f"{shown_as(frame.f_code.co_filename)}:{frame.f_lineno}"
+        function = frame
+        while (
+            function.f_code.co_name in _COMPREHENSIONS and function.f_back is not None
+        ):  # their own frames (3.11)
+            function = function.f_back
+        awaits = function.f_code.co_flags & (CO_COROUTINE | CO_ASYNC_GENERATOR)
+        self._fix = (
+            f"Write `await {call}`."
+            if awaits
+            else f"{function.f_code.co_name} is a plain def, which cannot await: declare it `async def` and write "
+            f"`await {call}`."
+        )
 
     def __await__(self) -> Generator[Any, None, T]:
         self._settled = True
@@ -519,14 +592,16 @@ class Creation(Generic[T]):
 
     def _not_awaited(self, what: str) -> NoReturn:
         self.close()
-        msg = f"{self.call} at {self.where} returns an awaitable, so {what}. Write `await {self.call}`."
+        msg = f"{self.call} at {self.where} returns an awaitable, so {what}. {self._fix}"
         raise TypeError(msg)
 
     def __getattr__(self, name: str) -> NoReturn:
         if name.startswith("__") or name.isupper():  # protocol probes (factory-boy's among them)
             raise AttributeError(name)
         self.close()  # the test reads the object it thinks it made: this error says it all
-        msg = f"{self.call} at {self.where} returns an awaitable, so it has no attribute {name!r}. Write `await {self.call}`."
+        msg = (
+            f"{self.call} at {self.where} returns an awaitable, so it has no attribute {name!r}. {self._fix}"
+        )
         raise AttributeError(msg)
 
     def __iter__(self) -> NoReturn:
@@ -539,7 +614,7 @@ class Creation(Generic[T]):
         if not self._settled:
             self._coroutine.close()
             warnings.warn(
-                f"{self.call} at {self.where} was never awaited, so nothing was created. Write `await {self.call}`.",
+                f"{self.call} at {self.where} was never awaited, so nothing was created. {self._fix}",
                 RuntimeWarning,
                 stacklevel=1,
             )
@@ -579,9 +654,14 @@ class _Batch:
         classes = self.by_class()
         self._check_values(classes)
         dialect = session.get_bind().dialect.name
-        if dialect == "sqlite":
+        # One row per table on SQLite (create() in a loop): the flush inserts each row in one
+        # statement, where Core would first read the keys it takes: the flush is cheaper here.
+        single = dialect == "sqlite" and all(len(rows.instances) == 1 for rows in classes)
+        if dialect == "sqlite" and not single:
             await self._assign_sqlite_keys(session, classes)
-        plan = self._core_insert_order(session, classes, returning=dialect == "postgresql")
+        plan = (
+            None if single else self._core_insert_order(session, classes, returning=dialect == "postgresql")
+        )
         try:
             if plan is None:
                 session.add_all([instance for instance, _ in self.objects])

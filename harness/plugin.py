@@ -29,29 +29,30 @@ import sys
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn, TypeVar
 
-import factory.random
 import pytest
 import pytest_asyncio
 from sqlalchemy import make_url
-from sqlalchemy.exc import UnboundExecutionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from harness.apis import MockApi
 from harness.client import AppClient, AppLifespan, app_client
-from harness.clock import Clock, freeze_time
+from harness.clock import Clock, freeze_time, recording_clocks, running_clocks, stop_clocks
+from harness.clock import explain as explain_clock_error
 from harness.db import (
     DatabaseGuard,
     EngineAdoption,
     TestDatabase,
     adopt_engines,
     block_databases,
+    commit_scope,
     normalize_url,
     rollback_scope,
 )
 from harness.db.access import record_engine_sites, stop_recording_engine_sites
+from harness.db.explain import explain as explain_database_error
 from harness.db.testdb import Schema, run_sync
 from harness.exceptions import ClockError, HarnessError
-from harness.factories import ModelFactory
+from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
 from harness.summary import CATEGORIES, RunSummary, record_categories
 
@@ -62,6 +63,10 @@ _NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
 _SEED = pytest.StashKey[int]()
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _DATABASE_GUARD = pytest.StashKey[DatabaseGuard]()
+_CLOCKS_STARTED = pytest.StashKey[list[Clock]]()  # by the test's body, still running when it returned
+_CALL_ERROR = pytest.StashKey["BaseException | None"]()
+_DATABASE_HOST = pytest.StashKey[str]()
+_CURRENT_NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _REFUSED = pytest.StashKey[str]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
@@ -71,12 +76,6 @@ _LOOP_MISMATCH = """\
 Give fixtures and tests the same loop: set asyncio_default_fixture_loop_scope = "{test_scope}" (and \
 asyncio_default_test_loop_scope = "{test_scope}") in your pytest configuration, or remove loop_scope from the \
 test's asyncio marker."""
-
-_UNBOUND_NOTE = """\
-harness: a session of the app has no engine to run on. If the app binds its sessionmaker at start-up \
-(in its lifespan), keep the lifespan on (app_client runs it unless harness_app_lifespan = off). Otherwise point \
-the app at the test database: adopt its engine (harness_engines = app.db:engine in the pytest configuration) or \
-list its async_sessionmaker in the harness_app_bind fixture."""
 
 _CLASS_DATA_LOOP = """\
 {cls} defines setup_class_data ({nodeid}), whose data lives on one database connection across the class's \
@@ -194,7 +193,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "db_session(**options): options of the test's session, as rollback_scope() takes them "
-        "(expire_on_commit=True, populate_existing=True, ...).",
+        "(expire_on_commit=True, populate_existing=True, ...); real_commits=True makes it a commit_scope().",
     )
     config.addinivalue_line(
         "markers",
@@ -258,14 +257,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if (refused := item.stash.get(_REFUSED, None)) is not None:
         pytest.fail(refused, pytrace=False)
     randomly = _randomly_reseeds(item.config)
-    # Per test, not per run: a test's data does not depend on which tests ran before it.
+    # Per test, not per run: a test's data does not depend on which tests ran before it. Applied
+    # when the test first uses a factory: a test that uses none keeps its random state.
     seed = f"{item.config.getoption('randomly_seed') if randomly else item.config.stash[_SEED]}:{item.nodeid}"
-    if not randomly:
-        factory.random.reseed_random(seed)  # type: ignore[no-untyped-call]
-    # Loaded only when the user's factories import it; pytest-randomly does not seed it either.
-    polyfactory = sys.modules.get("harness.polyfactory")
-    if polyfactory is not None:
-        polyfactory.reseed(seed)
+    reseed_on_first_use(seed, factory_boy=not randomly)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -303,6 +298,7 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
                 fixture_scope=fixture_scope,
             )
         )
+    _refuse_async_fixtures_in_plain_tests(item)
     uses_database = base_class or bool({"db_engine", "db_session", "app_client"} & set(fixturenames or ()))
     if uses_database and fixturenames is not None and "clock" in fixturenames:
         # Built before time freezes: a driver imported under freezegun sees its fake datetime, and
@@ -317,6 +313,27 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
     if test_scope != fixture_scope:
         raise pytest.UsageError(
             _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
+        )
+
+
+# Fixtures a plain def test can do nothing with (db_engine's url, a factory's build() are sync).
+_AWAITED_FIXTURES = {"db_session": "an AsyncSession", "app_client": "an AppClient"}
+
+
+def _refuse_async_fixtures_in_plain_tests(item: pytest.Item) -> None:
+    function = getattr(item, "obj", None)
+    function = getattr(getattr(function, "hypothesis", None), "inner_test", function)  # @given wraps the test
+    if not isinstance(item, pytest.Function) or function is None or inspect.iscoroutinefunction(function):
+        return
+    try:
+        asked = [name for name in inspect.signature(function).parameters if name in _AWAITED_FIXTURES]
+    except (TypeError, ValueError):  # a callable without a signature: pytest will say so
+        return
+    if asked:
+        # Failing at setup, not stopping the run: only this test is wrong.
+        item.stash[_REFUSED] = (
+            f"{item.name} is a plain def but asks for {asked[0]} ({_AWAITED_FIXTURES[asked[0]]}), whose methods must be "
+            f"awaited: declare it `async def {item.originalname}(...)`."
         )
 
 
@@ -336,6 +353,8 @@ def _network_guard(item: pytest.Item) -> NetworkGuard | None:
     url = url or os.environ.get("HARNESS_DATABASE_URL")
     if url and (host := make_url(url).host):
         allowed.append(host)  # a database server the user allowed (harness_allow_remote_database)
+    if host := item.config.stash.get(_DATABASE_HOST, None):
+        allowed.append(host)  # the same, named by an overridden harness_database_url fixture
     try:
         return block_network(allow=allowed)
     except ValueError as error:
@@ -344,12 +363,28 @@ def _network_guard(item: pytest.Item) -> NetworkGuard | None:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    __tracebackhide__ = True  # a fixture's error is shown without this wrapper
+    url = yield
+    if fixturedef.argname == "harness_database_url" and isinstance(url, str) and (host := make_url(url).host):
+        # An overridden harness_database_url fixture names the server after the guard was set up.
+        request.config.stash[_DATABASE_HOST] = host
+        if (guard := request.config.stash.get(_CURRENT_NETWORK_GUARD, None)) is not None:
+            guard.admit(host)
+    return url
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, object, object]:
     with contextlib.ExitStack() as guards:
         if (network := _network_guard(item)) is not None:
-            item.stash[_NETWORK_GUARD] = guards.enter_context(network)
+            item.stash[_NETWORK_GUARD] = item.config.stash[_CURRENT_NETWORK_GUARD] = guards.enter_context(
+                network
+            )
         if (databases := _database_guard(item)) is not None:
             item.stash[_DATABASE_GUARD] = guards.enter_context(databases)
         return (yield)
@@ -357,11 +392,19 @@ def pytest_runtest_protocol(
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    try:
-        yield  # a failing test keeps its own error
-    except UnboundExecutionError as error:
-        error.add_note(_UNBOUND_NOTE)
-        raise
+    __tracebackhide__ = True
+    before = running_clocks()
+    with recording_clocks() as started:
+        try:
+            yield  # a failing test keeps its own error
+        except Exception as error:
+            explain_database_error(error)
+            explain_clock_error(error, [*before, *started])
+            raise
+        finally:
+            running = running_clocks()
+            item.stash[_CLOCKS_STARTED] = [clock for clock in started if clock in running]
+    __tracebackhide__ = False  # what the guards report below is this hook's own: show where it comes from
     if (network := item.stash.get(_NETWORK_GUARD, None)) is not None:
         network.assert_nothing_blocked()  # what the code under test swallowed
     if (databases := item.stash.get(_DATABASE_GUARD, None)) is not None:
@@ -369,16 +412,43 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    __tracebackhide__ = True
+    item.stash[_NEXT_ITEM] = nextitem
+    # Stopped before the fixtures' teardown, which a failure must not skip, and where the clock
+    # fixture would otherwise meet them still running inside its own clock.
+    started: list[Clock] = item.stash.get(_CLOCKS_STARTED, [])
+    left = stop_clocks(started)
+    msg = (
+        f"A clock started at {', '.join(clock.started_at or 'an unknown place' for clock in left)} was still "
+        "running when the test ended; harness stopped it, so that the tests after this one run at the real time. "
+        "Stop it in the test: `with harness.freeze_time(...)`, the clock fixture or @pytest.mark.clock do it for "
+        "you, or call clock.stop()."
+    )
+    try:
+        yield
+    except BaseException as error:
+        if left:
+            error.add_note(f"harness: {msg}")
+        raise
+    if left:
+        raise ClockError(msg)
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    error = call.excinfo.value if call.excinfo is not None else None
     if report.when == "call":
         item.stash[_CALL_FAILED] = report.failed  # a failed test's own error wins over mock checks
+        item.stash[_CALL_ERROR] = error
+    elif report.when == "teardown":
+        if error is not None and error is item.stash.get(_CALL_ERROR, None):
+            # A scope raises a violation again when it ends, for code that swallowed it; the test
+            # already failed with that very error, so the teardown does not report it twice.
+            report.outcome, report.longrepr = "passed", None
+        item.stash[_CALL_ERROR] = None  # its traceback holds the test's frames
     return report
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    item.stash[_NEXT_ITEM] = nextitem
 
 
 @pytest.fixture(scope="session")
@@ -426,8 +496,11 @@ def harness_database(
             engine_options=harness_engine_options,
         )
         run_sync(database.create())
+        failure = None
     except HarnessError as exc:
-        _stop_run(f"harness could not set up the test database: {exc}")
+        failure = f"harness could not set up the test database: {exc}"
+    if failure is not None:  # raised outside the except block: the reason alone, not its chain
+        _stop_run(failure)
     yield database
     # Under xdist other workers may still clone the template; it is rebuilt at the next run.
     run_sync(database.drop(template=worker is None))
@@ -446,8 +519,11 @@ def _harness_adoption(
     assert harness_database.engine is not None
     try:  # a path that names no engine stops the run, as a database that cannot be built does
         adoption = adopt_engines(*harness_engines, test_engine=harness_database.engine)
+        failure = None
     except HarnessError as exc:
-        _stop_run(f"harness could not adopt the app's engines (harness_engines): {exc}")
+        failure = f"harness could not adopt the app's engines (harness_engines): {exc}"
+    if failure is not None:
+        _stop_run(failure)
     with adoption:
         yield adoption
 
@@ -478,7 +554,11 @@ def marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
 @pytest_asyncio.fixture
 async def db_session(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """An AsyncSession in a rollback scope: whatever the test writes, even committed, is gone after it."""
-    async with rollback_scope(db_engine, **marker_options(request, "db_session")) as session:
+    options = marker_options(request, "db_session")
+    scope = (
+        commit_scope if options.pop("real_commits", False) else rollback_scope
+    )  # see the db_session marker
+    async with scope(db_engine, **options) as session:
         yield session
 
 

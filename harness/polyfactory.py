@@ -23,7 +23,7 @@ from sqlalchemy.orm import RelationshipProperty
 
 from harness.db import current_session
 from harness.exceptions import FactoryError
-from harness.factories import _LOADABLE, _is_required
+from harness.factories import _LOADABLE, _is_required, apply_pending_seed
 
 __all__ = ["SQLAlchemyFactory", "SessionPersistence", "reseed"]
 
@@ -92,6 +92,12 @@ class SQLAlchemyFactory(_PolyfactorySQLAlchemyFactory[T], Generic[T]):
     # A random foreign key names a row that does not exist. Left unset, a relationship
     # polyfactory builds (or the test passes) fills it at the flush, or it stays NULL.
     __set_foreign_keys__ = False
+
+    @classmethod
+    def process_kwargs(cls, **kwargs: Any) -> dict[str, Any]:
+        """polyfactory's values for a build, drawn after the test's seed is applied (see the plugin)."""
+        apply_pending_seed()
+        return dict(super().process_kwargs(**kwargs))
 
     @classmethod
     def should_column_be_set(cls, column: Any) -> bool:

@@ -6,9 +6,11 @@ on how the test is isolated, not on the code under test.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "capture_queries",
 ]
 
+_REPEATS_HINTED = 3  # one statement run this often in a failing budget: say "N+1"
 _BOOKKEEPING = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IGNORECASE)
 _MAX_PARAMS_SHOWN = 200
 
@@ -71,6 +74,31 @@ class QueryLog:
     def __str__(self) -> str:
         return "\n".join(f"{n}. {q}" for n, q in enumerate(self.queries, 1)) or "(no statements)"
 
+    def grouped(self) -> str:
+        """The statements in order; a run of the same SQL is one line with its count and first parameters."""
+        lines, start = [], 0
+        while start < len(self.queries):
+            end = start + 1
+            while end < len(self.queries) and self.queries[end].sql == self.queries[start].sql:
+                end += 1
+            numbers = f"{start + 1}" if end - start == 1 else f"{start + 1}-{end} ({end - start} times)"
+            lines.append(f"{numbers}. {self.queries[start]}")
+            start = end
+        return "\n".join(lines) or "(no statements)"
+
+    def repeated(self) -> tuple[str, int] | None:
+        """The SELECT that ran most often with different parameters, and how often, if three times or more.
+
+        The shape of an N+1 query: one lookup per row of an earlier result.
+        """
+        runs: dict[str, list[str]] = collections.defaultdict(list)
+        for query in self.queries:
+            if query.sql.lstrip()[:6].upper() == "SELECT":
+                runs[query.sql].append(repr(query.parameters))
+        shaped = [(sql, len(params)) for sql, params in runs.items() if len(set(params)) > 1]
+        sql, times = max(shaped, key=lambda pair: pair[1], default=("", 0))
+        return (sql, times) if times >= _REPEATS_HINTED else None
+
 
 def _engine_of(bind: Bind) -> Engine:
     if isinstance(bind, AsyncSession):
@@ -111,26 +139,55 @@ def capture_queries(bind: Bind) -> Iterator[QueryLog]:
         event.remove(engine, "before_cursor_execute", _record)
 
 
-@contextlib.contextmanager
-def assert_num_queries(bind: Bind, expected: int) -> Iterator[QueryLog]:
-    """Fail unless the block runs exactly ``expected`` statements; the message lists them."""
-    __tracebackhide__ = True
-    with capture_queries(bind) as log:
-        yield log
-    if log.count != expected:
-        msg = f"Expected {expected} queries but the block ran {log.count}:\n{log}"
+class _QueryBudget:
+    """A block's statement count checked when it ends; a class, not a generator, so that a failure
+    points at the test's `with` line rather than at contextlib."""
+
+    def __init__(self, bind: Bind, limit: int, *, exact: bool) -> None:
+        self._capture = capture_queries(bind)
+        self.limit, self.exact = limit, exact
+
+    def __enter__(self) -> QueryLog:
+        self.log = self._capture.__enter__()
+        return self.log
+
+    def __exit__(self, *exc_info: object) -> None:
+        __tracebackhide__ = True
+        self._capture.__exit__(None, None, None)
+        count = self.log.count
+        if exc_info[0] is not None or (count == self.limit if self.exact else count <= self.limit):
+            return
+        expected = f"{self.limit}" if self.exact else f"at most {self.limit}"
+        msg = f"Expected {expected} queries but the block ran {count}:\n{self.log.grouped()}"
+        if (repeated := self.log.repeated()) is not None:
+            msg += (
+                f"\n\nOne statement ran {repeated[1]} times with different parameters: the shape of an N+1 query "
+                "(a lazy relationship loaded once per row). Load it in the first query with "
+                "selectinload()/joinedload(), or check with assert_no_n_plus_one()."
+            )
         raise AssertionError(msg)
 
 
-@contextlib.contextmanager
-def assert_max_queries(bind: Bind, maximum: int) -> Iterator[QueryLog]:
-    """Fail if the block runs more than ``maximum`` statements; the message lists them."""
-    __tracebackhide__ = True
-    with capture_queries(bind) as log:
-        yield log
-    if log.count > maximum:
-        msg = f"Expected at most {maximum} queries but the block ran {log.count}:\n{log}"
-        raise AssertionError(msg)
+def assert_num_queries(bind: Bind, expected: int) -> AbstractContextManager[QueryLog]:
+    """Fail unless the block runs exactly ``expected`` statements; the message lists them.
+
+    Usage::
+
+        with assert_num_queries(session, 2):
+            await service.list_campaigns()
+    """
+    return _QueryBudget(bind, expected, exact=True)
+
+
+def assert_max_queries(bind: Bind, maximum: int) -> AbstractContextManager[QueryLog]:
+    """Fail if the block runs more than ``maximum`` statements; the message lists them.
+
+    Usage::
+
+        with assert_max_queries(session, 2):
+            await service.list_campaigns()
+    """
+    return _QueryBudget(bind, maximum, exact=False)
 
 
 async def assert_no_n_plus_one(

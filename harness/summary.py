@@ -13,12 +13,13 @@ import datetime as dt
 import difflib
 import json
 import os
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness._realtime import RealClock
 
 __all__ = ["CATEGORIES", "RunSummary", "categories_of"]
 
@@ -33,6 +34,8 @@ CATEGORIES = {
 }
 _PROPERTY = "harness_categories"
 _FAILED = ("failed", "error")
+# Exit statuses of a run that ran its tests: it can be compared with an earlier one.
+_COMPLETED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
 def _normalize(name: str) -> str:
@@ -97,8 +100,10 @@ class RunSummary:
         self.previous = self._read_previous() if self.compare_with else None
         self._check_writable()
         self.outcomes: dict[str, str] = {}
+        self.failures: dict[str, dict[str, Any]] = {}
         self.categories: dict[str, list[str]] = {}
-        self.started = time.time()
+        self.started = RealClock.time()  # a clock a test left running must not date the run
+        self._started_in = Path.cwd()  # locations are shown relative to it, as pytest's are
 
     def _check_writable(self) -> None:
         try:
@@ -149,18 +154,24 @@ class RunSummary:
         # A teardown error after a pass makes the test an error; nothing overrides a failure.
         if current is None or current == "passed" or (current == "skipped" and outcome in _FAILED):
             self.outcomes[report.nodeid] = outcome
+            if outcome in _FAILED and (failure := _failure(report, self._started_in)) is not None:
+                self.failures[report.nodeid] = failure
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self.path.write_text(json.dumps(self.build(int(exitstatus)), indent=2) + "\n")
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         regressions = self._regressions()
-        note = (
-            f"{len(regressions)} regression(s): {', '.join(regressions)}" if regressions else "no regressions"
-        )
-        compared = f" against {self.compare_with}" if self.compare_with else ""
-        terminalreporter.write_line(f"harness: run summary written to {self.path} ({note}{compared})")
+        if self.compare_with is None:
+            note = "not compared with a previous run"
+        elif exitstatus not in _COMPLETED:
+            note = f"the run stopped early (exit status {int(exitstatus)}), so it was not compared with {self.compare_with}"
+        elif regressions:
+            note = f"{len(regressions)} regression(s): {', '.join(regressions)} against {self.compare_with}"
+        else:
+            note = f"no regressions against {self.compare_with}"
+        terminalreporter.write_line(f"harness: run summary written to {self.path} ({note})")
 
     # -- the report ------------------------------------------------------------------------------
 
@@ -202,14 +213,42 @@ class RunSummary:
             },
             "test_execution_summary": {
                 "compared_with": str(self.compare_with) if self.compare_with else None,
-                "regressions_detected": bool(regressions),
+                # None: not compared (no earlier summary, or a run that stopped before its tests ran)
+                "regressions_detected": (
+                    bool(regressions) if self.compare_with and exitstatus in _COMPLETED else None
+                ),
                 "regressions": regressions,
                 "exit_status": exitstatus,
-                "duration_seconds": round(time.time() - self.started, 3),
-                "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "duration_seconds": round(RealClock.time() - self.started, 3),
+                "finished_at": dt.datetime.fromtimestamp(RealClock.time(), dt.UTC).isoformat(
+                    timespec="seconds"
+                ),
             },
             "outcomes": dict(sorted(self.outcomes.items())),
+            "failures": dict(sorted(self.failures.items())),
         }
+
+
+def _failure(report: pytest.TestReport, started_in: Path) -> dict[str, Any] | None:
+    """What failed, and where: the exception's type and message, and the line that raised it."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is None:
+        text = str(report.longrepr or "").strip()
+        return {
+            "phase": report.when,
+            "type": None,
+            "message": text.splitlines()[-1][:500] if text else "",
+            "location": None,
+        }
+    kind, _, message = str(crash.message).partition(": ")
+    if not message or " " in kind:  # "assert 1 == 2": pytest's rewritten assertion, an AssertionError
+        kind, message = ("AssertionError", str(crash.message))
+    return {
+        "phase": report.when,
+        "type": kind.rsplit(".", 1)[-1],
+        "message": message.strip()[:500],
+        "location": f"{str(crash.path).removeprefix(f'{started_in}{os.sep}')}:{crash.lineno}",
+    }
 
 
 def _ordered(categories: Iterable[str]) -> list[str]:

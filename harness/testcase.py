@@ -266,14 +266,15 @@ class IntegrationTest:
         """The test's session: in a savepoint on top of the class data, or a scope of its own."""
         parent = _harness_scope_parent
         options = plugin.marker_options(request, "db_session")
+        real_commits = options.pop("real_commits", self.real_commits)
         if isinstance(parent, AsyncEngine):
             scope: Any = (
-                commit_scope(parent, **options) if self.real_commits else rollback_scope(parent, **options)
+                commit_scope(parent, **options) if real_commits else rollback_scope(parent, **options)
             )
         else:
             scope = (
                 commit_scope(parent.engine, **options)
-                if self.real_commits
+                if real_commits
                 else rollback_scope(parent.session, **options)
             )
         async with scope as session:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from harness.db.engines import LAZY_BEGIN, prepare, state_of
 from harness.db.scopes import Scope, check_scope_engine, current_session_var
+from harness.db.urls import is_memory
 from harness.exceptions import IsolationError, ScopeError
 
 __all__ = ["CommitScope", "commit_scope"]
@@ -92,7 +93,13 @@ class CommitScope(Scope):
         try:
             lost = await self._delete_new_rows()
         finally:
-            state_of(self.engine).commit_scopes -= 1
+            state = state_of(self.engine)
+            state.commit_scopes -= 1
+            if _pool_is_idle_file_pool(self.engine) and state.commit_scopes == 0:
+                # Sessions waiting for a pooled connection (more than the pool holds, at once) bind
+                # the pool's queue to this event loop, which fails the next test's waiters
+                # (per-test loops); a new pool starts unbound. Connecting to a file is cheap.
+                await self.engine.dispose()
         if lost and exc is None:
             msg = (
                 f"Rows that existed before the commit scope were deleted for real: {', '.join(lost)}. harness "
@@ -195,6 +202,17 @@ async def _table_states(
 
 _reflected_tables: WeakKeyDictionary[Engine, list[sqlalchemy.Table]] = WeakKeyDictionary()
 _DELETE_CHUNK = 500
+
+
+def _pool_is_idle_file_pool(engine: AsyncEngine) -> bool:
+    """A SQLite file engine none of whose connections is in use: disposing of its pool loses nothing."""
+    checked_out = getattr(engine.pool, "checkedout", None)
+    return (
+        engine.dialect.name == "sqlite"
+        and not is_memory(engine.url)
+        and checked_out is not None
+        and checked_out() == 0
+    )
 
 
 def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:

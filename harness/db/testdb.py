@@ -104,10 +104,18 @@ class TestDatabase:
         self.name = f"{base}_{worker}" if worker else base
         self.template_name = f"{base}_template"
         if self.is_postgres and not _NAME.match(self.name):
-            msg = f"Test database name {self.name!r} must use only lower-case letters, digits and underscores. Pass name='...' to choose one."
+            msg = (
+                f"Test database name {self.name!r} must use only lower-case letters, digits and underscores. "
+                "Choose one with harness_database_name in the pytest configuration (TestDatabase(name=...) "
+                "without the plugin)."
+            )
             raise DatabaseConfigError(msg)
         if self.is_postgres and len(self.template_name) > _MAX_NAME:
-            msg = f"Test database name {base!r} is too long: with '_template' it passes PostgreSQL's {_MAX_NAME}-byte limit. Pass a shorter name='...'."
+            msg = (
+                f"Test database name {base!r} is too long: with '_template' it passes PostgreSQL's {_MAX_NAME}-byte "
+                "limit. Choose a shorter one with harness_database_name in the pytest configuration "
+                "(TestDatabase(name=...) without the plugin)."
+            )
             raise DatabaseConfigError(msg)
         if self.is_memory:
             self.url = self.server_url
@@ -140,12 +148,19 @@ class TestDatabase:
         """A short hash of the schema, stored with the database so that reuse notices changes."""
         if isinstance(self.schema, MetaData):
             dialect = self.server_url.get_dialect()()
-            ddl = [str(CreateTable(t).compile(dialect=dialect)) for t in self.schema.sorted_tables]
-            ddl += sorted(
-                str(CreateIndex(i).compile(dialect=dialect))
-                for t in self.schema.sorted_tables
-                for i in t.indexes
-            )
+            try:
+                ddl = [str(CreateTable(t).compile(dialect=dialect)) for t in self.schema.sorted_tables]
+                ddl += sorted(
+                    str(CreateIndex(i).compile(dialect=dialect))
+                    for t in self.schema.sorted_tables
+                    for i in t.indexes
+                )
+            except Exception as exc:  # a model SQLAlchemy cannot turn into DDL: a foreign key to no table
+                msg = (
+                    f"The models cannot be turned into tables for test database {self.name!r}: "
+                    f"{type(exc).__name__}: {exc}. Fix the models (harness_schema returns their MetaData)."
+                )
+                raise SchemaError(msg) from exc
             source = "\n".join(ddl)
         elif self.schema is None:
             source = "no schema"
@@ -335,6 +350,18 @@ class _AdminConnection:
         except (TimeoutError, OSError, DBAPIError) as exc:
             await self.engine.dispose()
             where = f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
+            sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+            if sqlstate:  # the server is up, and said no
+                advice = (
+                    f"Check the user and password in the URL ({self.url.render_as_string(hide_password=True)}): "
+                    "harness needs a role that may create databases."
+                    if sqlstate.startswith(
+                        "28"
+                    )  # invalid authorization: no such role, wrong password, pg_hba
+                    else "Fix what the server says, then run again."
+                )
+                msg = f"The PostgreSQL server at {where} refused the connection: {_server_message(exc)}. {advice}"
+                raise DatabaseUnavailableError(msg) from exc
             msg = (
                 f"Cannot connect to the PostgreSQL server at {where} ({type(exc).__name__}: {exc}). "
                 "Is the server running and is the URL right? For a throwaway local server run "
@@ -347,6 +374,11 @@ class _AdminConnection:
         if self.connection is not None:
             await self.connection.close()
         await self.engine.dispose()
+
+
+def _server_message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    return str(orig).splitlines()[0].split(": ", 1)[-1] if str(orig) else type(orig).__name__
 
 
 def _unpooled(options: dict[str, Any]) -> dict[str, Any]:

@@ -146,6 +146,33 @@ def test_a_tests_data_does_not_depend_on_the_tests_before_it(
     assert together == alone
 
 
+def test_data_replays_after_a_draw_from_factory_boys_random(
+    harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain factory-boy fuzzy value drawn before the first harness factory does not cancel the seed;
+    a test that seeds factory-boy itself keeps its own seed."""
+    harness_pytester.makeconftest(CONFTEST)
+    harness_pytester.makepyfile(
+        NAMES_TEST.replace(
+            "async def test_a(member_factory, db_session):",
+            "async def test_a(member_factory, db_session):\n"
+            "        factory.fuzzy.FuzzyInteger(0, 10**9).fuzz()  # a plain factory-boy draw first",
+        )
+        .replace("import json, os", "import json, os\n    import factory.fuzzy, factory.random")
+        .replace(
+            "def test_b():\n        pass",
+            "async def test_b(member_factory):\n"
+            "        factory.random.reseed_random(42)\n"
+            "        first = (await member_factory.create()).name\n"
+            "        factory.random.reseed_random(42)\n"
+            "        assert (await member_factory.create()).name == first",
+        )
+    )
+    first, _ = _names(harness_pytester, monkeypatch, "--harness-seed=77")
+    again, _ = _names(harness_pytester, monkeypatch, "--harness-seed=77")
+    assert first == again
+
+
 def test_an_unawaited_create_fails_the_test(harness_pytester: pytest.Pytester) -> None:
     """Under -W error::RuntimeWarning (and harness's own filterwarnings=error) a forgotten await fails."""
     harness_pytester.makeconftest(CONFTEST)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.plugin.test_fixtures import MODELS
+
+
+def harness_notes(result: pytest.RunResult) -> list[str]:
+    """The `harness: ...` notes added to failures, as printed on the report's E lines."""
+    return [
+        line.removeprefix("E").strip()
+        for line in result.stdout.lines
+        if line.startswith("E") and line.removeprefix("E").strip().startswith("harness: ")
+    ]
 
 
 def test_loop_scope_mismatch_is_a_start_up_error(harness_pytester: pytest.Pytester) -> None:
@@ -110,3 +121,386 @@ def test_swallowed_isolation_error_fails_the_test_at_teardown(harness_pytester: 
             " in test_commits_for_real would end the test's outer transaction and make its writes permanent.*",
         ]
     )
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:randomly", *args)
+
+
+def test_a_violation_the_test_failed_with_is_reported_once(harness_pytester: pytest.Pytester) -> None:
+    """A stopped COMMIT fails the test; the scope raising it again at teardown adds no second report."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        from sqlalchemy import text
+
+        async def test_commits(db_session):
+            await db_session.execute(text("COMMIT"))
+
+        async def test_outer_commit(db_session):
+            await (await db_session.connection()).commit()
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(failed=2)  # and no errors at teardown
+    result.stdout.no_fnmatch_line("*ERROR at teardown*")
+
+
+def test_a_clock_left_running_is_stopped_and_fails_its_test(harness_pytester: pytest.Pytester) -> None:
+    """A freeze started and never stopped fails the test that left it; the next test runs at the real time."""
+    harness_pytester.makepyfile(
+        """
+        import datetime as dt
+        import pytest
+        import harness
+
+        def test_leaves_a_clock_running():
+            harness.freeze_time("2020-01-01").start()
+            assert dt.date.today().year == 2020
+
+        def test_runs_at_the_real_time():
+            assert dt.date.today().year > 2024
+
+        @pytest.fixture
+        def breaks_at_teardown():
+            yield
+            raise RuntimeError("teardown broke")
+
+        def test_leaks_one_with_a_failing_fixture(breaks_at_teardown):
+            harness.freeze_time("2020-01-01").start()
+
+        def test_runs_at_the_real_time_after_that_too():
+            assert dt.date.today().year > 2024
+
+        def test_leaks_one_inside_the_clock_fixture(clock):
+            harness.freeze_time("2020-01-01").start()
+
+        def test_and_after_that():
+            assert dt.date.today().year > 2024
+        """
+    )
+    result = run(harness_pytester, "--harness-summary=summary.json")
+    result.assert_outcomes(passed=6, errors=3)
+    message = (
+        "was still running when the test ended; harness stopped it, so that the tests after this one run at the "
+        "real time. Stop it in the test: `with harness.freeze_time(...)`, the clock fixture or @pytest.mark.clock "
+        "do it for you, or call clock.stop()."
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "E   harness.exceptions.ClockError: A clock started at test_a_clock_left_running_is_stopped_and_fails_its_test"
+            f".py:6 in test_leaves_a_clock_running {message}",
+            "E*RuntimeError: teardown broke",
+            "E*harness: A clock started at *.py:18 in test_leaks_one_with_a_failing_fixture " + message,
+            "E   harness.exceptions.ClockError: A clock started at *.py:24 in test_leaks_one_inside_the_clock_fixture "
+            + message,
+        ]
+    )
+    assert "Clocks stop in the reverse order" not in result.stdout.str()
+    summary = json.loads((harness_pytester.path / "summary.json").read_text())["test_execution_summary"]
+    assert summary["finished_at"] > "2025"
+    assert summary["duration_seconds"] >= 0
+
+
+def test_a_plain_def_test_asking_for_async_fixtures_is_refused(harness_pytester: pytest.Pytester) -> None:
+    """A def test cannot await db_session's methods: it fails at setup, saying to declare it async."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        from hypothesis import HealthCheck, given, settings, strategies
+        from sqlalchemy import text
+
+        def test_sync(db_session):
+            pass
+
+        async def test_async(db_session):
+            pass
+
+        def test_reads_the_engines_url(db_engine):  # sync use of an async fixture: allowed
+            assert db_engine.url.database
+
+        @settings(max_examples=2, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(strategies.integers())
+        async def test_property(db_session, number):  # async under hypothesis' sync wrapper
+            assert await db_session.scalar(text("SELECT 1")) == 1
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_sync is a plain def but asks for db_session (an AsyncSession), whose methods must be awaited: "
+            "declare it `async def test_sync(...)`."
+        ]
+    )
+
+
+def test_a_lazy_load_names_the_attribute_and_the_fixes(harness_pytester: pytest.Pytester) -> None:
+    """MissingGreenlet from a lazy relationship gets a note with the attribute and the ways to load it."""
+    harness_pytester.makeconftest(
+        """
+        import pytest
+        from sqlalchemy import ForeignKey
+        from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Team(Base):
+            __tablename__ = "teams"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            members: Mapped[list["Member"]] = relationship()
+
+        class Member(Base):
+            __tablename__ = "members"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+
+        @pytest.fixture(scope="session")
+        def harness_schema():
+            return Base.metadata
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        from conftest import Team
+
+        async def test_lazy(db_session):
+            db_session.add(Team(id=1))
+            await db_session.commit()
+            db_session.expunge_all()
+            team = await db_session.get(Team, 1)
+            assert team.members == []
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(failed=1)
+    assert (
+        "harness: Team.members was loaded lazily, which needs I/O that an attribute access cannot await under "
+        "SQLAlchemy asyncio. Load it with the query (select(...).options(selectinload(Team.members))), refresh it "
+        'first (await session.refresh(obj, ["members"])), or await it (await obj.awaitable_attrs.members). An object '
+        "whose attributes were expired by a commit reloads them the same way: expire_on_commit=False keeps them "
+        "(the default of harness's sessions)."
+    ) in harness_notes(result)
+
+
+def test_clock_hints_come_with_the_failure(harness_pytester: pytest.Pytester) -> None:
+    """A tick past due timers, a naive datetime against the frozen aware one, a timeout: each gets its note."""
+    harness_pytester.makepyfile(
+        """
+        import asyncio
+        import datetime as dt
+        import pytest
+        import harness
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        async def test_tick_does_not_fire_timers(clock):
+            fired = asyncio.Event()
+            asyncio.get_running_loop().call_later(30, fired.set)
+            clock.tick(60)
+            assert fired.is_set()
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        def test_naive_against_aware(clock):
+            assert dt.datetime.now() < clock.now()
+
+        @pytest.mark.clock("2024-01-15 10:00")
+        async def test_timeout(clock):
+            await asyncio.wait_for(asyncio.sleep(1), 0.01)
+
+        async def test_ticks_in_a_with_block():
+            fired = asyncio.Event()
+            asyncio.get_running_loop().call_later(30, fired.set)
+            with harness.freeze_time("2024-01-15 10:00") as clock:
+                for _ in range(3):
+                    clock.tick(60)
+                assert fired.is_set()
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(failed=4)
+    assert (
+        "harness: clock.tick(60) at test_clock_hints_come_with_the_failure.py:10 in test_tick_does_not_fire_timers moved the wall clock past 1 timer(s) "
+        "of the event loop without firing them (asyncio.sleep, call_later): `await clock.advance(60)` moves the "
+        "loop's clock too and fires them."
+    ) in harness_notes(result)
+    assert (
+        "harness: time was frozen, and datetime.now() and datetime.utcnow() without a zone give naive datetimes "
+        "while the clock (and datetime.now(tz)) give aware ones. Compare like with like: datetime.now(UTC) or "
+        "clock.now()."
+    ) in harness_notes(result)
+    assert (
+        "harness: time was frozen, but asyncio's clock runs in real time: if this timeout waited on asyncio.sleep(), "
+        "wait_for() or asyncio.timeout(), it waited real seconds. Move the event loop's clock with "
+        "`await clock.advance(...)`, or freeze with tick=True."
+    ) in harness_notes(result)
+    in_with_block = [note for note in harness_notes(result) if "test_ticks_in_a_with_block" in note]
+    assert in_with_block == [  # said once for three ticks, by the clock's own `with` block
+        "harness: clock.tick(60) at test_clock_hints_come_with_the_failure.py:26 in test_ticks_in_a_with_block moved "
+        "the wall clock past 1 timer(s) of the event loop without firing them (asyncio.sleep, call_later): "
+        "`await clock.advance(60)` moves the loop's clock too and fires them."
+    ]
+
+
+def test_a_query_budget_points_at_the_tests_line(harness_pytester: pytest.Pytester) -> None:
+    """The failure's location is the test's `with` line, not contextlib's."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        from sqlalchemy import select
+        from harness import assert_max_queries
+        from conftest import Note
+
+        async def test_budget(db_session):
+            with assert_max_queries(db_session, 1):
+                for _ in range(3):
+                    await db_session.scalars(select(Note))
+        """
+    )
+    result = run(harness_pytester, "--harness-summary=summary.json")
+    result.assert_outcomes(failed=1)
+    failure = json.loads((harness_pytester.path / "summary.json").read_text())["failures"]
+    (only,) = failure.values()
+    assert only["location"].endswith("test_a_query_budget_points_at_the_tests_line.py:6")
+    assert only["type"] == "AssertionError"
+    assert only["message"].startswith("Expected at most 1 queries but the block ran 3:")
+
+
+def test_real_commits_for_one_test(harness_pytester: pytest.Pytester) -> None:
+    """@pytest.mark.db_session(real_commits=True): concurrent sessions commit for real, and are cleaned up."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from sqlalchemy.ext.asyncio import AsyncSession
+        from conftest import Note, count_notes
+
+        @pytest.mark.db_session(real_commits=True)
+        async def test_concurrent(db_session, db_engine):
+            async def add(text):
+                async with AsyncSession(db_engine) as own:
+                    own.add(Note(text=text))
+                    await own.commit()
+            await asyncio.gather(*(add(str(n)) for n in range(5)))
+            assert await count_notes(db_session) == 5
+
+        async def test_cleaned(db_session):
+            assert await count_notes(db_session) == 0
+        """
+    )
+    run(harness_pytester).assert_outcomes(passed=2)
+
+
+def test_an_aborted_run_is_not_said_to_have_no_regressions(harness_pytester: pytest.Pytester) -> None:
+    """A run that stopped before its tests ran says it was not compared."""
+    harness_pytester.makepyfile(test_app="def test_ok():\n    pass\n")
+    run(harness_pytester, "--harness-summary=before.json").assert_outcomes(passed=1)
+    harness_pytester.makepyfile(
+        test_app="import pytest\n\ndef test_ok():\n    pytest.exit('the server is down')\n"
+    )
+    result = run(harness_pytester, "--harness-summary=after.json", "--harness-summary-compare=before.json")
+    result.stdout.fnmatch_lines(
+        [
+            "harness: run summary written to after.json (the run stopped early (exit status 2), so it was not "
+            "compared with before.json)"
+        ]
+    )
+
+
+def test_an_overridden_database_url_fixture_lets_its_server_through(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """The network guard admits the host that harness_database_url names, even as an overridden fixture."""
+    harness_pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def harness_database_url():
+            return "postgresql://app@db.example.invalid:5432/app"
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        import socket
+        import pytest
+        from harness import NetworkBlockedError
+
+        def test_reaches_for_the_server(harness_database_url):
+            with pytest.raises(OSError):  # DNS fails: the guard did not refuse it first
+                socket.getaddrinfo("db.example.invalid", 5432)
+
+        def test_other_hosts_stay_blocked(harness_database_url):
+            socket.getaddrinfo("api.example.invalid", 443)
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["E   *NetworkBlockedError: harness blocked a connection to 'api.example.invalid' port 443: *"]
+    )
+
+
+def test_tests_without_factories_keep_their_random_state(harness_pytester: pytest.Pytester) -> None:
+    """Loading harness does not reseed factory-boy or Faker for a test that uses no factory."""
+    harness_pytester.makeconftest(
+        """
+        import factory.random
+
+        BEFORE = factory.random.get_random_state()
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        import factory.random
+        from conftest import BEFORE
+
+        def test_state():
+            assert factory.random.get_random_state() == BEFORE
+        """
+    )
+    run(harness_pytester, "--harness-seed=1").assert_outcomes(passed=1)
+
+
+def test_models_that_cannot_become_tables_stop_the_run_once(harness_pytester: pytest.Pytester) -> None:
+    """A foreign key to a misspelt table is one SchemaError for the run, not the same error per test."""
+    harness_pytester.makeconftest(
+        """
+        import pytest
+        from sqlalchemy import ForeignKey
+        from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Order(Base):
+            __tablename__ = "orders"
+            id: Mapped[int] = mapped_column(primary_key=True)
+            customer_id: Mapped[int] = mapped_column(ForeignKey("custmers.id"))
+
+        @pytest.fixture(scope="session")
+        def harness_schema():
+            return Base.metadata
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        async def test_one(db_session):
+            pass
+
+        async def test_two(db_session):
+            pass
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            "*! _pytest.outcomes.Exit: harness could not set up the test database: The models cannot be turned "
+            "into tables for test database 'test_*': NoReferencedTableError: Foreign key associated with "
+            "column 'orders.customer_id' could not find table 'custmers' *Fix the models (harness_schema returns "
+            "their MetaData).*"
+        ]
+    )
+    assert result.stdout.str().count("NoReferencedTableError") == 1

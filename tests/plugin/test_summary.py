@@ -58,7 +58,9 @@ def test_summary_counts_outcomes_and_groups_tests_by_category(
     harness_pytester.makepyfile(test_app=TESTS)
     result = run(harness_pytester, "--harness-summary=out/summary.json", *workers)
     result.assert_outcomes(passed=4, failed=1, skipped=1, errors=1)
-    result.stdout.fnmatch_lines(["harness: run summary written to out/summary.json (no regressions)"])
+    result.stdout.fnmatch_lines(
+        ["harness: run summary written to out/summary.json (not compared with a previous run)"]
+    )
     summary = read(harness_pytester.path / "out" / "summary.json")
     assert summary["execution_status"] == {
         "status": "FAILURE",
@@ -87,7 +89,22 @@ def test_summary_counts_outcomes_and_groups_tests_by_category(
     assert deliverables["all_tests_passed"] is False
     assert summary["outcomes"]["test_app.py::test_setup_error"] == "error"
     assert summary["outcomes"]["test_app.py::test_limits[2]"] == "failed"
-    assert summary["test_execution_summary"]["regressions_detected"] is False
+    assert summary["test_execution_summary"]["regressions_detected"] is None  # nothing to compare with
+    here = "test_app.py"  # relative to where pytest runs, as node ids are
+    assert summary["failures"] == {
+        "test_app.py::test_limits[2]": {
+            "phase": "call",
+            "type": "AssertionError",
+            "message": "assert 2 < 2",
+            "location": f"{here}:10",
+        },
+        "test_app.py::test_setup_error": {
+            "phase": "setup",
+            "type": "RuntimeError",
+            "message": "setup broke",
+            "location": f"{here}:26",
+        },
+    }
 
 
 def test_a_previously_passing_test_that_fails_is_a_regression(harness_pytester: pytest.Pytester) -> None:

@@ -134,9 +134,24 @@ def test_tick_moves_only_forward(backend: str) -> None:
         with pytest.raises(ClockError) as raised:
             clock.tick(-1)
     assert str(raised.value) == (
-        "clock.tick() moves time forward only, and was given datetime.timedelta(days=-1, seconds=86399). "
+        "clock.tick() moves time forward only, and was asked to go 1 s back. "
         "To go back, use clock.move_to(<earlier time>)."
     )
+
+
+@pytest.mark.parametrize(
+    ("back", "said"),
+    [
+        (dt.timedelta(seconds=0.5), "0.5 s"),
+        (dt.timedelta(minutes=90), "1 h 30 min"),
+        (dt.timedelta(days=1, hours=2), "1 day 2 h"),
+        (dt.timedelta(days=2), "2 days"),
+    ],
+)
+def test_going_back_is_said_as_people_say_durations(backend: str, back: dt.timedelta, said: str) -> None:
+    with freeze_time("2024-01-15 20:00", backend=backend) as clock, pytest.raises(ClockError) as raised:
+        clock.tick(-back)
+    assert f"was asked to go {said} back." in str(raised.value)
 
 
 def test_move_to_goes_anywhere_in_the_clocks_zone(backend: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -65,10 +65,12 @@ def test_default_is_a_sqlite_file_in_the_temporary_directory() -> None:
 
 def test_postgres_names_must_be_plain_identifiers() -> None:
     """Names are quoted into DDL, so only safe characters are accepted."""
-    with pytest.raises(
-        DatabaseConfigError, match=r"^Test database name 'test_My-App' must use only lower-case"
-    ):
+    with pytest.raises(DatabaseConfigError) as excinfo:
         TestDatabase("postgresql://u@127.0.0.1/x", name="My-App")
+    assert excinfo.value.args == (
+        "Test database name 'test_My-App' must use only lower-case letters, digits and underscores. Choose one "
+        "with harness_database_name in the pytest configuration (TestDatabase(name=...) without the plugin).",
+    )
 
 
 def test_postgres_names_must_fit_the_identifier_limit() -> None:
@@ -234,6 +236,53 @@ async def test_a_failing_schema_callable_is_reported_and_cleaned_up(server_url: 
     fixed = TestDatabase(server_url, schema=Base.metadata, name="broken")
     await fixed.create()
     await fixed.drop()
+
+
+async def test_pool_sizing_options_reach_the_test_engine_and_not_the_schema_build(server_url: str) -> None:
+    """engine_options with pool_size/max_overflow build (on a pool-less engine) and size the test engine."""
+    options = {"pool_size": 2, "max_overflow": 0, "pool_timeout": 5}
+    database = TestDatabase(server_url, schema=Base.metadata, name="pooled", engine_options=options)
+    await database.create()
+    try:
+        assert database.engine is not None
+        assert (database.engine.pool.size(), database.engine.pool.timeout()) == (2, 5)  # type: ignore[attr-defined]
+        assert "contacts" in await table_names(database)
+    finally:
+        await database.drop()
+
+
+def test_models_that_are_not_tables_are_a_schema_error() -> None:
+    """A foreign key to a table the models lack stops the run as a SchemaError, naming the column."""
+    metadata = MetaData()
+    Table(
+        "orders",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("customer_id", ForeignKey("customers.id")),
+    )
+    with pytest.raises(SchemaError) as excinfo:
+        TestDatabase(schema=metadata, name="orders").fingerprint()
+    assert str(excinfo.value).startswith(
+        "The models cannot be turned into tables for test database 'test_orders': NoReferencedTableError: "
+        "Foreign key associated with column 'orders.customer_id' could not find table 'customers'"
+    )
+    assert str(excinfo.value).endswith("Fix the models (harness_schema returns their MetaData).")
+
+
+async def test_a_role_the_server_refuses_is_named(harness_database: TestDatabase) -> None:
+    """A server that answers but refuses the role says so, not "is the server running?"."""
+    if not harness_database.is_postgres:
+        pytest.skip("PostgreSQL roles")
+    url = harness_database.server_url.set(username="nobody", password=None)
+    with pytest.raises(DatabaseUnavailableError) as excinfo:
+        await TestDatabase(url, name="refused").create()
+    where = f"{url.host}:{url.port}"
+    assert str(excinfo.value) == (
+        f'The PostgreSQL server at {where} refused the connection: role "nobody" does not exist. Check the user '
+        f"and password in the URL ({url.set(database='postgres').render_as_string(hide_password=True)}): harness "
+        "needs a role that may "
+        "create databases."
+    )
 
 
 async def test_unreachable_server_says_how_to_get_one() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import random
 import re
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,10 @@ from harness.exceptions import (
     UnsafeDatabaseError,
 )
 from tests.conftest import count_rows
-from tests.models import Campaign, Contact
+from tests.models import Base, Campaign, Contact
+
+# How harness shows this file in a location: relative to the working directory, as pytest does.
+HERE = __file__.removeprefix(os.getcwd() + os.sep)
 
 CLEAN = {"campaigns": 0, "contacts": 0}
 
@@ -422,7 +427,7 @@ async def test_commit_of_the_outer_transaction_is_stopped(db_engine: AsyncEngine
             connection = await session.connection()
             await connection.commit()
     message = str(excinfo.value)
-    assert message.startswith(f"The test's outer transaction was committed at {__file__}:")
+    assert message.startswith(f"The test's outer transaction was committed at {HERE}:")
     assert "call session.commit() instead" in message
     await assert_clean(db_engine)
 
@@ -445,7 +450,7 @@ async def test_commit_of_the_outer_transaction_is_stopped(db_engine: AsyncEngine
 async def test_raw_transaction_control_is_stopped(db_engine: AsyncEngine, statement: str) -> None:
     """Raw COMMIT/END/ROLLBACK/BEGIN, with or without comments, would end the outer transaction: refused."""
     with pytest.raises(
-        IsolationError, match=rf"^Raw SQL {re.escape(repr(statement.strip()))} at {__file__}:\d+ in "
+        IsolationError, match=rf"^Raw SQL {re.escape(repr(statement.strip()))} at {re.escape(HERE)}:\d+ in "
     ):
         async with rollback_scope(db_engine) as session:
             session.add(Campaign(name="escapes?"))
@@ -507,7 +512,7 @@ async def test_concurrent_sessions_get_one_clear_error(db_engine: AsyncEngine) -
                 await asyncio.gather(import_contacts(maker, "555"), import_contacts(maker, "556"))
     message = str(excinfo.value)
     assert message.startswith("Two sessions used the test's connection at the same time: task ")
-    assert f"at {__file__}:" in message
+    assert f"at {HERE}:" in message
     assert "(asyncio.gather over sessions). Run them one after another" in message
     await assert_clean(db_engine)
 
@@ -813,22 +818,72 @@ async def test_commit_scope_commits_for_real_and_deletes_the_added_rows(db_engin
     await assert_clean(db_engine)
 
 
+async def add_concurrently(session: AsyncSession, names: list[str]) -> async_sessionmaker[AsyncSession]:
+    """Commit one campaign per name, each from its own session of a sessionmaker bound to the scope."""
+    maker = async_sessionmaker()
+    with bind_sessions(session, maker):
+
+        async def add(name: str) -> None:
+            async with maker() as own:
+                own.add(Campaign(name=name))
+                await asyncio.sleep(0)
+                await own.commit()
+
+        await asyncio.gather(*(add(name) for name in names))
+    return maker
+
+
 async def test_commit_scope_serves_sessions_running_concurrently(db_engine: AsyncEngine) -> None:
     """asyncio.gather over separate sessions works: each has its own connection."""
     async with commit_scope(db_engine) as session:
-        maker = async_sessionmaker()
-        with bind_sessions(session, maker):
-
-            async def add(name: str) -> None:
-                async with maker() as own:
-                    own.add(Campaign(name=name))
-                    await asyncio.sleep(0)
-                    await own.commit()
-
-            await asyncio.gather(add("a"), add("b"), add("c"))
+        maker = await add_concurrently(session, ["a", "b", "c"])
         assert await count_rows(db_engine) == {"campaigns": 3, "contacts": 0}
     assert maker.kw.get("bind") is None  # restored
     await assert_clean(db_engine)
+
+
+def test_commit_scope_on_a_sqlite_file_serves_more_sessions_than_its_pool_in_each_event_loop(
+    tmp_path: Path,
+) -> None:
+    """Sessions that wait for a pooled connection bind the pool to their loop; the next loop (the next
+    test's) still gets connections."""
+    engine = create_test_engine(
+        f"sqlite+aiosqlite:///{tmp_path / 'test_pool.db'}", pool_size=1, max_overflow=0
+    )
+
+    async def busy() -> int:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        async with commit_scope(engine) as session:
+            await add_concurrently(session, [f"c{n}" for n in range(4)])
+            return (await count_rows(engine))["campaigns"]
+
+    try:
+        assert [asyncio.run(busy()), asyncio.run(busy())] == [4, 4]
+    finally:
+        asyncio.run(engine.dispose())
+
+
+def test_a_commit_scope_leaves_connections_in_use_alone(tmp_path: Path) -> None:
+    """The pool is renewed only when no connection is out: an outer scope's connection is closed, not orphaned."""
+    engine = create_test_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_nested.db'}")
+
+    async def nested() -> int | None:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        async with commit_scope(engine) as outer:
+            await outer.scalar(select(func.count()).select_from(Campaign))  # holds a connection from here on
+            async with commit_scope(engine) as inner:
+                inner.add(Campaign(name="inner"))
+                await inner.commit()
+            count = await outer.scalar(select(func.count()).select_from(Campaign))
+            await outer.commit()
+        await engine.dispose()
+        return count
+
+    before = set(threading.enumerate())  # aiosqlite runs a thread per connection, until it is closed
+    assert asyncio.run(nested()) == 0  # the inner scope deleted its row
+    assert [thread for thread in threading.enumerate() if thread not in before and thread.is_alive()] == []
 
 
 async def test_commit_scope_keeps_rows_that_were_there_before(db_engine: AsyncEngine) -> None:

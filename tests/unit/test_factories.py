@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -68,6 +69,19 @@ async def test_create_batch_sends_one_insert_per_table(
     assert len({c.id for c in contacts}) == 200
     for contact in contacts[:5]:  # the same objects are in the session's identity map
         assert await db_session.get(Contact, contact.id) is contact
+
+
+async def test_a_single_create_sends_only_its_inserts(
+    db_session: AsyncSession, db_engine: AsyncEngine
+) -> None:
+    """create() in a loop costs one INSERT per row: no key lookups first (SQLite) or reads after."""
+    await ContactFactory.create()
+    with capture_queries(db_engine) as log:
+        await ContactFactory.create()
+    assert [q.sql.split()[:3] for q in log.queries] == [
+        ["INSERT", "INTO", "campaigns"],
+        ["INSERT", "INTO", "contacts"],
+    ]
 
 
 async def test_create_batch_with_sub_factories_inserts_parents_then_children(db_engine: AsyncEngine) -> None:
@@ -323,14 +337,31 @@ async def test_create_without_a_session_names_the_fixes() -> None:
 
 
 async def test_an_unawaited_create_warns_with_the_fix(db_session: AsyncSession) -> None:
+    """The warning names the call's line and, from a plain def, that the function must be async."""
+
     def forget_the_await() -> None:
         ContactFactory.create()
 
-    with pytest.warns(
-        RuntimeWarning, match=r"ContactFactory.create\(\) at .*test_factories.py:\d+ was never awaited"
-    ):
+    line = forget_the_await.__code__.co_firstlineno + 1
+    with pytest.warns(RuntimeWarning) as warned:
         forget_the_await()
+    assert str(warned[0].message) == (
+        f"ContactFactory.create() at {__file__.removeprefix(os.getcwd() + os.sep)}:{line} was never awaited, so "
+        "nothing was created. forget_the_await is a plain def, which cannot await: declare it `async def` and "
+        "write `await ContactFactory.create()`."
+    )
     assert await db_session.scalar(select(func.count()).select_from(Contact)) == 0
+
+
+async def test_an_unawaited_create_in_a_comprehension_of_an_async_def_says_to_await(
+    db_session: AsyncSession,
+) -> None:
+    """A list comprehension has its own frame on Python 3.11: the advice is about the function around it."""
+    with pytest.warns(RuntimeWarning) as warned:
+        [ContactFactory.create() for _ in range(1)]
+    assert str(warned[0].message).endswith(
+        "was never awaited, so nothing was created. Write `await ContactFactory.create()`."
+    )
 
 
 async def test_using_an_unawaited_create_as_an_object_fails_at_once(db_session: AsyncSession) -> None:

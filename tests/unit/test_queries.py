@@ -60,6 +60,43 @@ async def test_assert_max_queries_allows_fewer_and_fails_on_more(db_session: Asy
         await db_session.scalars(select(Campaign))
 
 
+async def test_a_failing_budget_groups_repeats_and_names_the_n_plus_one(db_session: AsyncSession) -> None:
+    """A run of one statement is one line with its count; three or more repeats get the N+1 advice."""
+    await add_campaigns(db_session, 3)
+    db_session.expunge_all()
+    with pytest.raises(AssertionError) as excinfo, assert_max_queries(db_session, 2):
+        campaigns = (await db_session.scalars(select(Campaign).order_by(Campaign.id))).all()
+        for campaign in campaigns:
+            await db_session.scalars(select(Contact).where(Contact.campaign_id == campaign.id))
+    message = str(excinfo.value)
+    lines = message.splitlines()
+    assert lines[0] == "Expected at most 2 queries but the block ran 4:"
+    assert lines[1].startswith("1. SELECT campaigns.id")
+    assert lines[3].startswith("2-4 (3 times). SELECT contacts.id")
+    assert len(lines) == 7  # two statements with their parameter lines, a blank line, the advice
+    assert message.endswith(
+        "One statement ran 3 times with different parameters: the shape of an N+1 query (a lazy relationship "
+        "loaded once per row). Load it in the first query with selectinload()/joinedload(), or check with "
+        "assert_no_n_plus_one()."
+    )
+
+
+async def test_repeats_that_are_not_lookups_per_row_give_no_n_plus_one_advice(
+    db_session: AsyncSession,
+) -> None:
+    """Different statements, one SELECT run thrice with the same parameters, or INSERTs: no N+1 hint."""
+    with pytest.raises(AssertionError) as excinfo, assert_num_queries(db_session, 1):
+        await db_session.scalars(select(Campaign))
+        await db_session.scalars(select(Contact))
+        for _ in range(3):
+            await db_session.scalars(select(Contact).where(Contact.phone == "+1"))
+        for n in range(3):
+            db_session.add(Campaign(name=f"c{n}"))
+            await db_session.flush()
+    assert "N+1" not in str(excinfo.value)
+    assert "3-5 (3 times). SELECT contacts.id" in str(excinfo.value)
+
+
 async def test_n_plus_one_is_caught(db_session: AsyncSession) -> None:
     """Lazy loading per row makes the count grow with the data: the check fails with both logs."""
 

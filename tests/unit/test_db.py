@@ -883,7 +883,10 @@ def test_a_commit_scope_leaves_connections_in_use_alone(tmp_path: Path) -> None:
 
     before = set(threading.enumerate())  # aiosqlite runs a thread per connection, until it is closed
     assert asyncio.run(nested()) == 0  # the inner scope deleted its row
-    assert [thread for thread in threading.enumerate() if thread not in before and thread.is_alive()] == []
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    for thread in started:
+        thread.join(timeout=10)  # a closed connection's thread ends soon after; an orphaned one never
+    assert [thread for thread in started if thread.is_alive()] == []
 
 
 async def test_commit_scope_keeps_rows_that_were_there_before(db_engine: AsyncEngine) -> None:

@@ -41,6 +41,8 @@ from harness.exceptions import (
     SchemaError,
     ScopeError,
     TimingError,
+    TimingUndecidedWarning,
+    TimingWarning,
     UnmatchedRequestError,
     UnsafeDatabaseError,
     WebhookError,
@@ -57,7 +59,13 @@ from harness.queries import (
     capture_queries,
 )
 from harness.testcase import IntegrationTest, RealCommitsTest
-from harness.timing import Timing, assert_completes_within, assert_not_slower_than, measure
+from harness.timing import (
+    Timing,
+    assert_completes_within,
+    assert_not_slower_than,
+    assert_runs_within,
+    measure,
+)
 from harness.webhooks import SignedWebhook
 
 __version__ = version("harness")
@@ -102,6 +110,8 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "TestDatabase",
     "Timing",
     "TimingError",
+    "TimingUndecidedWarning",
+    "TimingWarning",
     "UnmatchedRequestError",
     "UnsafeDatabaseError",
     "WebhookError",
@@ -113,6 +123,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "assert_no_n_plus_one",
     "assert_not_slower_than",
     "assert_num_queries",
+    "assert_runs_within",
     "auth_headers",
     "bind_sessions",
     "block_databases",

@@ -23,8 +23,9 @@ def _real(name: str) -> Callable[[], float]:
 
 
 class RealClock:
-    """`monotonic()`, `perf_counter()` and `time()` as the machine tells them, whatever is frozen."""
+    """`monotonic()`, `perf_counter()`, `time()` and `process_time()` as the machine tells them, whatever is frozen."""
 
     monotonic = staticmethod(_real("monotonic"))
     perf_counter = staticmethod(_real("perf_counter"))
+    process_time = staticmethod(time.process_time)  # no time mock replaces it
     time = staticmethod(_real("time"))

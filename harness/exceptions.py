@@ -20,6 +20,9 @@ HarnessError
 └── IsolationError                         code under test escaped the test transaction
     ├── ConcurrentSessionError             sessions overlapped on the shared test connection
     └── IsolationProbeError                the driver leaks committed rows past a rollback
+
+TimingWarning (UserWarning)                a baseline that does other work than the code it is compared with
+└── TimingUndecidedWarning                 a timing assertion passed undecided: the machine was too noisy
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ __all__ = [
     "SchemaError",
     "ScopeError",
     "TimingError",
+    "TimingUndecidedWarning",
+    "TimingWarning",
     "UnmatchedRequestError",
     "UnsafeDatabaseError",
     "WebhookError",
@@ -84,6 +89,14 @@ class ClockError(HarnessError):
 
 class TimingError(HarnessError):
     """A timing helper was used wrongly: bad repeat counts, an unknown statistic, a bad slack factor."""
+
+
+class TimingWarning(UserWarning):
+    """A timing assertion that may not measure what it means to: a baseline doing other work."""
+
+
+class TimingUndecidedWarning(TimingWarning):
+    """A timing assertion that passed because the machine was too noisy to tell (see $HARNESS_TIMING_UNDECIDED)."""
 
 
 class MockApiError(HarnessError, ValueError):

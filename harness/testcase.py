@@ -32,7 +32,7 @@ from harness.clock import Clock
 from harness.db import EngineAdoption, RollbackScope, TestDatabase, commit_scope, rollback_scope
 from harness.exceptions import ScopeError
 from harness.queries import QueryLog, assert_max_queries, assert_num_queries
-from harness.timing import assert_completes_within, assert_not_slower_than, measure
+from harness.timing import assert_completes_within, assert_not_slower_than, assert_runs_within, measure
 
 __all__ = ["IntegrationTest", "RealCommitsTest"]
 
@@ -217,6 +217,7 @@ class IntegrationTest:
 
     assert_completes_within = staticmethod(assert_completes_within)
     assert_not_slower_than = staticmethod(assert_not_slower_than)
+    assert_runs_within = staticmethod(assert_runs_within)
     measure = staticmethod(measure)
 
     # -- fixtures -----------------------------------------------------------------------------

@@ -287,8 +287,7 @@ class TestPerformance(IntegrationTest):
     async def test_api_response_time(
         self, auth_headers: dict[str, str], campaign_with_contacts: Campaign, endpoint: str
     ) -> None:
-        """The read endpoints answer within 200 ms (the median of several runs, with the machine's slack)."""
+        """The read endpoints answer within 200 ms: their median, sampled until that is clear."""
         url = endpoint.format(id=campaign_with_contacts.id)
-        timing = await self.measure(lambda: self.client.get(url, headers=auth_headers), repeat=5)
-        timing.assert_within(0.2)
+        await self.assert_runs_within(lambda: self.client.get(url, headers=auth_headers), 0.2)
         assert (await self.client.get(url, headers=auth_headers)).status_code == 200

@@ -354,7 +354,9 @@ class _Evidence:
     adjusted: list[float] = field(default_factory=list)  # as on a quiet reference machine (or ratios)
     moments: list[tuple[float, float]] = field(default_factory=list)  # (speed, load) at each sample
     baseline: list[float] = field(default_factory=list)
-    cpu_share: tuple[float, float] | None = None  # (fn, baseline): the most CPU time over wall time of a call
+    cpu_share: tuple[float, float] | None = (
+        None  # (fn, baseline): most (CPU + queued) over wall time of a call
+    )
 
     @property
     def decided_on(self) -> list[float]:
@@ -362,9 +364,11 @@ class _Evidence:
 
 
 # A plan is a generator: it yields which function to time next (_FN, _BASELINE or _REFERENCE),
-# receives (wall seconds, CPU seconds), and returns its _Evidence. Runners drive it, sync or async.
+# receives (wall seconds, CPU seconds, seconds queued for a core), and returns its _Evidence.
+# Runners drive it, sync or async.
 _FN, _BASELINE, _REFERENCE = 0, 1, 2
-Plan = Generator[int, tuple[float, float], _Evidence]
+Elapsed = tuple[float, float, float]
+Plan = Generator[int, Elapsed, _Evidence]
 
 
 def _absolute_plan(
@@ -403,33 +407,35 @@ def _absolute_plan(
     return _Evidence(verdict, first + samples, warm, limit, statistic, adjusted, moments)
 
 
-def _moment(reference: tuple[float, float]) -> tuple[float, float]:
+def _moment(reference: Elapsed) -> tuple[float, float]:
     """This machine's speed (CPU seconds over the reference machine's, at least 1) and its load (wall
     seconds over CPU seconds: 2 when the process got half a core), from one reference run."""
-    wall, cpu = reference
+    wall, cpu, _ = reference
     return max(1.0, cpu / REFERENCE_SECONDS), max(1.0, wall / cpu) if cpu > 0 else 1.0
 
 
-def _as_on_reference(sample: tuple[float, float], speed: float, load: float) -> float:
+def _as_on_reference(sample: Elapsed, speed: float, load: float) -> float:
     """A sample's time on a quiet reference machine: its computing (CPU seconds), stretched by the
     load, is taken out and put back at the reference machine's speed; its waiting (on a database
     server, the network, a sleep) is kept as measured, since load on this machine does not stretch it."""
-    wall, cpu = sample
+    wall, cpu, _ = sample
     waiting = max(0.0, wall - cpu * load)
     return waiting + min(wall, cpu) / speed
 
 
 def _relative_plan(limit: float, statistic: Statistic, warmup: int, max_time: float | None) -> Plan:
-    # The share of each call's time spent computing in this process: the most any call showed is
-    # the function's own (load only lowers it), and it tells computing from waiting.
+    # The share of each call's time spent computing in this process, or ready to and waiting for a
+    # core (load): the most any call showed is the function's own, and it tells computing from
+    # waiting on something else (a database server, the network).
     shares: list[list[float]] = [[], []]
 
-    def pair(flip: bool) -> Generator[int, tuple[float, float], tuple[float, float]]:
+    def pair(flip: bool) -> Generator[int, Elapsed, tuple[float, float]]:
         order = (_FN, _BASELINE) if flip else (_BASELINE, _FN)
         times: dict[int, float] = {}
         for index in order:
-            times[index], cpu_seconds = yield index
-            shares[index].append(min(1.0, cpu_seconds / times[index]) if times[index] > 0 else 1.0)
+            times[index], cpu_seconds, queued = yield index
+            share = (cpu_seconds + queued) / times[index] if times[index] > 0 else 1.0
+            shares[index].append(min(1.0, share))
         return times[_FN], times[_BASELINE]
 
     warm: list[float] = []
@@ -458,7 +464,7 @@ def _relative_plan(limit: float, statistic: Statistic, warmup: int, max_time: fl
 
 def _fixed_plan(
     warmup: int, repeat: int, indexes: Sequence[int]
-) -> Generator[int, tuple[float, float], list[list[float]]]:
+) -> Generator[int, Elapsed, list[list[float]]]:
     """Time each of `indexes` in rounds (A B, B A, ...) so that drift falls on all of them alike."""
     runs: list[list[float]] = [[] for _ in indexes]
     for round_ in range(warmup + repeat):
@@ -474,7 +480,7 @@ R = Any
 
 
 def _drive(
-    plan: Generator[int, tuple[float, float], R],
+    plan: Generator[int, Elapsed, R],
     fns: dict[int, Callable[[], Any]],
     labels: dict[int, str],
     warmup: int,
@@ -487,20 +493,23 @@ def _drive(
     wall, cpu = RealClock.perf_counter, RealClock.process_time
     calls = dict.fromkeys(fns, 0)
 
+    def since(started: float, cpu_started: float, queued_started: float) -> Elapsed:
+        return wall() - started, cpu() - cpu_started, max(0.0, _queued() - queued_started)
+
     def failed(error: BaseException, index: int) -> None:
         run = calls[index]
         what = f"warm-up run {run + 1}" if run < warmup else f"sample {run - warmup + 1}"
         error.add_note(f"harness.timing: {labels[index]} raised during {what}; no budget was checked.")
 
     index = next(plan)
-    started, cpu_started = wall(), cpu()
+    queued_started, started, cpu_started = _queued(), wall(), cpu()
     try:
         first = fns[index]()
     except BaseException as error:
         failed(error, index)
         raise
     if not inspect.isawaitable(first):
-        elapsed = (wall() - started, cpu() - cpu_started)
+        elapsed = since(started, cpu_started, queued_started)
         while True:
             calls[index] += 1
             try:
@@ -508,25 +517,25 @@ def _drive(
             except StopIteration as stop:
                 evidence = stop.value
                 break
-            started, cpu_started = wall(), cpu()
+            queued_started, started, cpu_started = _queued(), wall(), cpu()
             try:
                 result = fns[index]()
             except BaseException as error:
                 failed(error, index)
                 raise
-            elapsed = (wall() - started, cpu() - cpu_started)
+            elapsed = since(started, cpu_started, queued_started)
             if inspect.isawaitable(result):
                 _refuse_mix(result, labels)
         return finish(evidence)
 
     async def drive_async() -> Any:
-        nonlocal index, started, cpu_started
+        nonlocal index, started, cpu_started, queued_started
         try:
             await first
         except BaseException as error:
             failed(error, index)
             raise
-        elapsed = (wall() - started, cpu() - cpu_started)
+        elapsed = since(started, cpu_started, queued_started)
         while True:
             calls[index] += 1
             try:
@@ -534,7 +543,7 @@ def _drive(
             except StopIteration as stop:
                 evidence = stop.value
                 break
-            started, cpu_started = wall(), cpu()
+            queued_started, started, cpu_started = _queued(), wall(), cpu()
             result = fns[index]()
             if index != _REFERENCE:
                 if not inspect.isawaitable(result):
@@ -544,10 +553,27 @@ def _drive(
                 except BaseException as error:
                     failed(error, index)
                     raise
-            elapsed = (wall() - started, cpu() - cpu_started)
+            elapsed = since(started, cpu_started, queued_started)
         return finish(evidence)
 
     return drive_async()
+
+
+def _queued() -> float:
+    """Seconds the process's threads have spent ready to run but waiting for a core, as Linux counts
+    them (/proc schedstat); 0 where the system does not tell. Load shows here, waiting on I/O does not."""
+    total = 0
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for thread in threads:
+        try:
+            with open(f"/proc/self/task/{thread}/schedstat", "rb") as stats:
+                total += int(stats.read().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile, or no such figure
+            continue
+    return total / 1e9
 
 
 def _refuse_mix(awaitable: object, labels: dict[int, str]) -> None:
@@ -627,20 +653,21 @@ def _judge_absolute(evidence: _Evidence, label: str, budget: float, policy: Unde
 def _judge_relative(evidence: _Evidence, labels: tuple[str, str], factor: float, policy: Undecided) -> None:
     __tracebackhide__ = True
     label, base_label = labels
+    unlike = ""
     if (
         evidence.cpu_share is not None
         and abs(evidence.cpu_share[0] - evidence.cpu_share[1]) > _LIKE_WITH_LIKE
     ):
         mine, theirs = evidence.cpu_share
-        _warn(
-            TimingWarning(
-                f"{label} spends at most {mine:.0%} of its time computing in this process and the baseline "
-                f"{base_label} {theirs:.0%}: they do different kinds of work (one waits, on a database or the network), "
-                "which load slows differently, so their ratio moves with the machine's load. Compare with a "
-                "baseline that does the same kind of work."
-            )
+        unlike = (
+            f"{label} spends at most {mine:.0%} of its time computing in this process and the baseline "
+            f"{base_label} {theirs:.0%}: they do different kinds of work (one waits, on a database or the network), "
+            "which load slows differently, so their ratio moves with the machine's load. Compare with a "
+            "baseline that does the same kind of work."
         )
     if evidence.verdict == "within":
+        if unlike:
+            _warn(TimingWarning(unlike))
         return
     ratios = Timing("ratio", tuple(evidence.decided_on))
     value = ratios.statistic(evidence.statistic)
@@ -654,11 +681,15 @@ def _judge_relative(evidence: _Evidence, labels: tuple[str, str], factor: float,
         f"  ratios (sorted): {' '.join(f'{r:.2f}' for r in sorted(evidence.decided_on))}"
     )
     if evidence.verdict == "over":
-        msg = f"{label} is slower than {evidence.limit:g}x the baseline {base_label}: {seen}.\n{shown}\n{_ADVICE}"
+        # A regression that adds waiting (a query per row, say) changes the kind of work too: the
+        # note goes with the failure, not in a warning that would hide it.
+        note = f"\nNote: {unlike}" if unlike else ""
+        msg = f"{label} is slower than {evidence.limit:g}x the baseline {base_label}: {seen}.\n{shown}{note}\n{_ADVICE}"
         raise AssertionError(msg)
     _undecided(
         f"harness could not tell whether {label} is within {evidence.limit:g}x the baseline {base_label}: the "
-        f"machine was too noisy for {len(evidence.decided_on)} pairs to decide ({seen}).\n{shown}",
+        f"machine was too noisy for {len(evidence.decided_on)} pairs to decide ({seen}).\n{shown}"
+        + (f"\nNote: {unlike}" if unlike else ""),
         policy,
     )
 

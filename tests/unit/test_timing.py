@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import warnings
 
 import freezegun
 import pytest
@@ -272,6 +273,17 @@ def test_a_baseline_doing_other_work_is_warned_about() -> None:
         r"a baseline that does the same kind of work\.",
         str(warned[0].message),
     )
+
+
+def test_a_failure_carries_the_note_on_other_work_instead_of_a_warning() -> None:
+    """A regression that adds waiting also changes the kind of work: the failure says so, and no
+    warning (an error under filterwarnings = error) stands in front of it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            AssertionError, match=r"(?s)is slower than 1x the baseline.*\nNote: .*different kinds of work"
+        ):
+            assert_not_slower_than(lambda: time.sleep(0.002), lambda: compute(1), factor=1)
 
 
 def test_the_calibration_gives_room_to_a_slower_machine_only() -> None:

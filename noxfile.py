@@ -140,7 +140,13 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, measured side by side in one run; figures go to .bench/results.json."""
     install(session, "test")
     with postgres_server(session) as url:
-        for script in ("bench_isolation.py", "bench_factories.py", "bench_app.py", "bench_timing.py"):
+        for script in (
+            "bench_isolation.py",
+            "bench_commit_scope.py",
+            "bench_factories.py",
+            "bench_app.py",
+            "bench_timing.py",
+        ):
             session.run(
                 "python", os.path.join("bench", script), "--postgres-url", database_url(url), *session.posargs
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -23,10 +25,30 @@ __all__ = ["CommitScope", "commit_scope"]
 PROBE_TABLE = "harness_isolation_probe"  # probe_isolation's scratch table: never a user's
 
 
-@dataclass
-class _TableState:
-    count: int
-    keys: set[tuple[Any, ...]] | None  # primary keys, read only for tables that had rows
+@dataclass(frozen=True)
+class _Rows:
+    """A table's rows as a scope saw them: a fingerprint of their keys, and the keys if it had rows."""
+
+    fingerprint: tuple[Any, ...]  # (count, sum of the keys' hashes): changes when rows come or go
+    keys: frozenset[tuple[Any, ...]] | None
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """The tables a commit scope watches, and the SQL that fingerprints them: built once per set of names."""
+
+    names: frozenset[tuple[str | None, str]]  # (schema, table); SQLite's sqlite_sequence included
+    sorted: list[sqlalchemy.Table]  # parents first
+    fingerprint_sql: list[str]  # each for up to 400 tables; its rows name them by their place in sorted
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a commit scope puts back: each table's rows and each sequence's position."""
+
+    tables: _Tables
+    rows: dict[str, _Rows]
+    sequences: dict[str, Any]
 
 
 @dataclass(eq=False)
@@ -41,8 +63,7 @@ class CommitScope(Scope):
     session: AsyncSession | None = None
     active: bool = False
     _entered: bool = False
-    _tables: list[sqlalchemy.Table] = field(default_factory=list)
-    _before: dict[str, _TableState] = field(default_factory=dict)
+    _before: _Snapshot | None = None
     _outer_session: AsyncSession | None = None
 
     async def __aenter__(self) -> AsyncSession:
@@ -62,11 +83,14 @@ class CommitScope(Scope):
                 "scope (RealCommitsTest instead of IntegrationTest, or a test without db_session)."
             )
             raise ScopeError(msg)
-        self._tables = await _user_tables(self.engine)
-        self._before = await _table_states(self.engine, self._tables, {})
+        async with self.engine.connect() as connection:
+            if self.engine.dialect.name == "postgresql":  # reads only: spare the BEGIN and ROLLBACK trips
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._before = await connection.run_sync(_snapshot, _snapshots.get(self.engine.sync_engine))
+        _snapshots[self.engine.sync_engine] = self._before
         state.commit_scopes += 1
         self.active = True
-        self.session = self.new_session(bind=self.engine.execution_options(**{LAZY_BEGIN: True}))
+        self.session = self.new_session()
         self._outer_session = current_session_var.get()
         current_session_var.set(self.session)
         return self.session
@@ -91,14 +115,18 @@ class CommitScope(Scope):
             if current_session_var.get() is self.session:
                 current_session_var.set(self._outer_session)
         try:
-            lost = await self._delete_new_rows()
+            assert self._before is not None
+            # One transaction from the first read: the fingerprints and the deletes see the same rows.
+            async with self.engine.execution_options(**{LAZY_BEGIN: False}).begin() as connection:
+                lost = await connection.run_sync(_restore, self._before)
+            _snapshots[self.engine.sync_engine] = self._before  # what the database holds again
         finally:
             state = state_of(self.engine)
             state.commit_scopes -= 1
-            if _pool_is_idle_file_pool(self.engine) and state.commit_scopes == 0:
+            if state.commit_scopes == 0 and _pool_bound_to_this_loop(self.engine):
                 # Sessions waiting for a pooled connection (more than the pool holds, at once) bind
-                # the pool's queue to this event loop, which fails the next test's waiters
-                # (per-test loops); a new pool starts unbound. Connecting to a file is cheap.
+                # the pool's asyncio queue to this event loop, which fails the next test's waiters
+                # (per-test loops); a new pool starts unbound. Only then: reconnecting costs.
                 await self.engine.dispose()
         if lost and exc is None:
             msg = (
@@ -108,111 +136,212 @@ class CommitScope(Scope):
             )
             raise IsolationError(msg)
 
-    async def _delete_new_rows(self) -> list[str]:
-        """Delete the rows added since the scope began, children first; name tables that lost rows."""
-        after = await _table_states(self.engine, self._tables, self._before)
-        lost = []
-        async with self.engine.begin() as connection:
-            for table in reversed(self._tables):  # sorted parents first: delete children first
-                before, now = self._before[table.fullname], after[table.fullname]
-                if before.keys is None:
-                    if now.count:
-                        await connection.execute(table.delete())
-                    continue
-                assert now.keys is not None
-                added = list(now.keys - before.keys)
-                key = sqlalchemy.tuple_(*table.primary_key.columns)
-                for start in range(0, len(added), _DELETE_CHUNK):  # bounded: drivers cap parameters
-                    await connection.execute(
-                        table.delete().where(key.in_(added[start : start + _DELETE_CHUNK]))
-                    )
-                if missing := len(before.keys - now.keys):
-                    lost.append(f"{missing} of {table.fullname}")
-        return lost
+
+# -- Snapshots: read in one connection's few round trips, reused while a table's fingerprint holds ------
 
 
-async def _user_tables(engine: AsyncEngine) -> list[sqlalchemy.Table]:
-    """The database's tables, parents before children; reflected again only when their names change."""
-    async with engine.connect() as connection:
-        names = await connection.run_sync(_table_names)
-        tables = _reflected_tables.get(engine.sync_engine)
-        if tables is None or {(t.schema, t.name) for t in tables} != names:
-            metadata = sqlalchemy.MetaData()
-
-            def reflect(sync: Connection) -> None:
-                for schema in {schema for schema, _ in names}:
-                    only = [name for s, name in names if s == schema]
-                    metadata.reflect(sync, schema=schema, only=only)
-
-            await connection.run_sync(reflect)
-            with warnings.catch_warnings():  # a foreign-key cycle only changes the deletion order
-                warnings.simplefilter("ignore", SAWarning)
-                tables = list(metadata.sorted_tables)
-            _reflected_tables[engine.sync_engine] = tables
-    return tables
+def _snapshot(connection: Connection, previous: _Snapshot | None) -> _Snapshot:
+    """The database's rows and sequences now; the keys of tables unchanged since ``previous`` are reused."""
+    names = _table_names(connection)
+    if previous is not None and previous.tables.names == names:
+        tables, known = previous.tables, previous.rows
+    else:
+        tables, known = _watch(connection, names), {}
+    rows = {}
+    for table, fingerprint in _fingerprints(connection, tables).items():
+        seen = known.get(table.fullname)
+        if seen is not None and seen.fingerprint == fingerprint:
+            rows[table.fullname] = seen
+        else:
+            rows[table.fullname] = _Rows(fingerprint, _keys(connection, table) if fingerprint[0] else None)
+    return _Snapshot(tables, rows, _sequences(connection, names))
 
 
-def _table_names(connection: Connection) -> set[tuple[str | None, str]]:
+def _restore(connection: Connection, before: _Snapshot) -> list[str]:
+    """Delete the rows added since ``before`` (children first) and put sequences back; name tables that lost rows."""
+    lost = []
+    fingerprints = _fingerprints(connection, before.tables)
+    for table in reversed(before.tables.sorted):  # parents first: delete children first
+        was = before.rows[table.fullname]
+        if fingerprints[table] == was.fingerprint:
+            continue  # untouched: the usual case, and why clean-up costs what the test wrote
+        if was.keys is None:
+            connection.execute(table.delete())
+            continue
+        now = _keys(connection, table)
+        added = list(now - was.keys)
+        key = sqlalchemy.tuple_(*table.primary_key.columns)
+        for start in range(0, len(added), _DELETE_CHUNK):  # bounded: drivers cap parameters
+            connection.execute(table.delete().where(key.in_(added[start : start + _DELETE_CHUNK])))
+        if missing := len(was.keys - now):
+            lost.append(f"{missing} of {table.fullname}")
+    _set_sequences(connection, before)
+    return lost
+
+
+def _table_names(connection: Connection) -> frozenset[tuple[str | None, str]]:
     """(schema, table) of every table: the default schema's (None) and, on PostgreSQL, the others'."""
-    inspector = sqlalchemy.inspect(connection)
-    schemas: list[str | None] = [None]
     if connection.dialect.name == "postgresql":
-        default = inspector.default_schema_name
-        schemas += [
-            s
-            for s in inspector.get_schema_names()
-            if s != default and s != "information_schema" and not s.startswith("pg_")
-        ]
-    return {(schema, name) for schema in schemas for name in inspector.get_table_names(schema=schema)} - {
-        (None, PROBE_TABLE)
-    }
+        rows = connection.exec_driver_sql(_POSTGRES_TABLES).all()
+        names = {(None if default else schema, name) for schema, name, default in rows}
+    else:
+        names = {(None, name) for name in connection.exec_driver_sql(_SQLITE_TABLES).scalars()}
+    return frozenset(names - {(None, PROBE_TABLE)})
 
 
-async def _table_states(
-    engine: AsyncEngine, tables: list[sqlalchemy.Table], before: dict[str, _TableState]
-) -> dict[str, _TableState]:
-    """Row counts of every table in a few round trips, and the primary keys of tables that had rows."""
-    states: dict[str, _TableState] = {}
-    async with engine.connect() as connection:
-        for start in range(0, len(tables), 400):  # SQLite allows 500 terms in a compound SELECT
-            chunk = tables[start : start + 400]
-            counts = sqlalchemy.union_all(
-                *(
-                    sqlalchemy.select(sqlalchemy.literal(t.fullname), sqlalchemy.func.count()).select_from(t)
-                    for t in chunk
-                )
+_POSTGRES_TABLES = (
+    "SELECT n.nspname, c.relname, n.nspname = current_schema() FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+    "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'"
+)
+_SQLITE_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
+_SQLITE_SEQUENCES = (None, "sqlite_sequence")
+
+
+def _watch(connection: Connection, names: frozenset[tuple[str | None, str]]) -> _Tables:
+    """The named tables reflected, parents before children, and the SQL that fingerprints them."""
+    metadata = sqlalchemy.MetaData()
+    for schema in {schema for schema, _ in names}:
+        only = [name for s, name in names if s == schema and not name.startswith("sqlite_")]
+        metadata.reflect(connection, schema=schema, only=only)
+    with warnings.catch_warnings():  # a foreign-key cycle only changes the deletion order
+        warnings.simplefilter("ignore", SAWarning)
+        tables = list(metadata.sorted_tables)
+    key_hash = _key_hash_expression(connection.dialect.name)
+    fingerprint_sql = []
+    for start in range(0, len(tables), 400):  # SQLite allows 500 terms in a compound SELECT
+        query = sqlalchemy.union_all(
+            *(
+                sqlalchemy.select(
+                    sqlalchemy.literal(n),
+                    sqlalchemy.func.count(),
+                    key_hash(table.primary_key.columns) if table.primary_key.columns else _ZERO,
+                ).select_from(table)
+                for n, table in enumerate(tables[start : start + 400], start)
             )
-            for name, count in (await connection.execute(counts)).all():
-                states[name] = _TableState(count, None)
-        for table in tables:
-            state = states[table.fullname]
-            had_rows = before[table.fullname].keys is not None if before else state.count > 0
-            if not had_rows:
-                continue
-            if not table.primary_key.columns:
-                msg = (
-                    f"Table {table.fullname!r} has rows but no primary key, so harness cannot tell the rows a "
-                    "real-commit test adds from the ones it must keep. Give the table a primary key."
+        )
+        # Compiled once, here: building and compiling a 20-table union costs more than running it.
+        compiled = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        fingerprint_sql.append(str(compiled))
+    return _Tables(names, tables, fingerprint_sql)
+
+
+def _fingerprints(connection: Connection, tables: _Tables) -> dict[sqlalchemy.Table, tuple[Any, ...]]:
+    """Each table's row count and the sum of its keys' hashes, in one query per 400 tables."""
+    if connection.dialect.name == "sqlite":
+        _lend_key_hash(connection)
+    fingerprints = {}
+    for sql in tables.fingerprint_sql:
+        for n, count, hashes in connection.exec_driver_sql(sql):
+            fingerprints[tables.sorted[n]] = (count, hashes)
+    return fingerprints
+
+
+_ZERO: sqlalchemy.ColumnElement[Any] = sqlalchemy.literal_column("0")
+
+
+def _key_hash_expression(dialect: str) -> Callable[[Any], sqlalchemy.ColumnElement[Any]]:
+    """A SQL expression summing a hash of each row's key: the same sum for the same set of keys."""
+    if dialect == "postgresql":
+        return lambda columns: sqlalchemy.func.coalesce(
+            sqlalchemy.func.sum(
+                sqlalchemy.func.hashtextextended(
+                    sqlalchemy.cast(sqlalchemy.tuple_(*columns), sqlalchemy.Text), 0
                 )
-                raise ScopeError(msg)
-            rows = await connection.execute(sqlalchemy.select(*table.primary_key.columns))
-            state.keys = {tuple(row) for row in rows}
-    return states
+            ),
+            0,
+        )
+    # total() adds floats: the same keys met in another order may round differently, which only
+    # makes harness read the keys again.
+    return lambda columns: sqlalchemy.func.total(getattr(sqlalchemy.func, _KEY_HASH)(*columns))
 
 
-_reflected_tables: WeakKeyDictionary[Engine, list[sqlalchemy.Table]] = WeakKeyDictionary()
+def _lend_key_hash(connection: Connection) -> None:
+    """SQLite has no hash function: lend the connection one, once."""
+    info = connection.connection.info
+    if not info.get(_KEY_HASH):
+        connection.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
+            _KEY_HASH, -1, _hash_key, deterministic=True
+        )
+        info[_KEY_HASH] = True
+
+
+_KEY_HASH = "harness_key_hash"
+
+
+def _hash_key(*values: Any) -> int:
+    digest = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
+    return int.from_bytes(digest) >> 12  # 52 bits: exact as a float
+
+
+def _keys(connection: Connection, table: sqlalchemy.Table) -> frozenset[tuple[Any, ...]]:
+    if not table.primary_key.columns:
+        msg = (
+            f"Table {table.fullname!r} has rows but no primary key, so harness cannot tell the rows a "
+            "real-commit test adds from the ones it must keep. Give the table a primary key."
+        )
+        raise ScopeError(msg)
+    return frozenset(tuple(row) for row in connection.execute(sqlalchemy.select(*table.primary_key.columns)))
+
+
+def _sequences(connection: Connection, names: frozenset[tuple[str | None, str]]) -> dict[str, Any]:
+    """Where each sequence stands: PostgreSQL's sequences, SQLite's AUTOINCREMENT counters."""
+    if connection.dialect.name == "postgresql":
+        return dict(connection.execute(_POSTGRES_SEQUENCES).all())
+    if _SQLITE_SEQUENCES not in names:  # no AUTOINCREMENT table
+        return {}
+    return dict(connection.exec_driver_sql("SELECT name, seq FROM sqlite_sequence").all())
+
+
+_POSTGRES_SEQUENCES = sqlalchemy.text(
+    "SELECT format('%I.%I', schemaname, sequencename), last_value FROM pg_sequences"
+)
+
+
+def _set_sequences(connection: Connection, before: _Snapshot) -> None:
+    """Put back the sequences that moved; a sequence never used before starts again."""
+    now = _sequences(connection, before.tables.names)
+    was = before.sequences
+    moved = [name for name, value in now.items() if value != was.get(name)]
+    if not moved:
+        return
+    if connection.dialect.name == "postgresql":  # all in one statement: one round trip
+        values = [was.get(name) for name in moved]
+        connection.execute(_POSTGRES_SETVAL, {"names": moved, "values": values})
+        return
+    for name in moved:
+        statement = (
+            "UPDATE sqlite_sequence SET seq = :value WHERE name = :name"
+            if was.get(name) is not None
+            else "DELETE FROM sqlite_sequence WHERE name = :name"
+        )
+        connection.execute(sqlalchemy.text(statement), {"name": name, "value": was.get(name)})
+
+
+_POSTGRES_SETVAL = sqlalchemy.text(
+    # A sequence never drawn from starts again at its start value, with nothing drawn.
+    "SELECT setval(s.seqrelid, coalesce(v.value, s.seqstart), v.value IS NOT NULL) FROM pg_sequence s "
+    "JOIN unnest(CAST(:names AS text[]), CAST(:values AS bigint[])) AS v(name, value) "
+    "ON s.seqrelid = CAST(v.name AS regclass)"
+)
+
+
+_snapshots: WeakKeyDictionary[Engine, _Snapshot] = WeakKeyDictionary()  # the last one taken, per engine
 _DELETE_CHUNK = 500
 
 
-def _pool_is_idle_file_pool(engine: AsyncEngine) -> bool:
-    """A SQLite file engine none of whose connections is in use: disposing of its pool loses nothing."""
+def _pool_bound_to_this_loop(engine: AsyncEngine) -> bool:
+    """A SQLite file engine whose idle pool sessions waited on (see CommitScope.__aexit__)."""
+    if engine.dialect.name != "sqlite" or is_memory(engine.url):
+        return False
     checked_out = getattr(engine.pool, "checkedout", None)
-    return (
-        engine.dialect.name == "sqlite"
-        and not is_memory(engine.url)
-        and checked_out is not None
-        and checked_out() == 0
-    )
+    if checked_out is None or checked_out():
+        return False  # connections in use: disposing would orphan them
+    waiting_room = getattr(engine.pool, "_pool", None)  # SQLAlchemy's AsyncAdaptedQueue
+    if waiting_room is None:
+        return True  # SQLAlchemy's internals changed: take the safe path
+    queue = vars(waiting_room).get("_queue")  # made lazily, on the first check-in
+    return queue is not None and getattr(queue, "_loop", True) is not None  # bound by a waiter
 
 
 def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:

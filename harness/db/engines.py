@@ -39,7 +39,7 @@ from harness.exceptions import IsolationError, UnsafeDatabaseError
 __all__ = ["EngineState", "create_test_engine", "is_test_engine", "prepare", "state_of", "trust"]
 
 SCOPE_KEY = "harness.scope"  # in a scope's connection.info and its sessions' info
-LAZY_BEGIN = "harness_lazy_begin"  # execution option of a commit scope's own session (SQLite)
+LAZY_BEGIN = "harness_lazy_begin"  # SQLite: False keeps a connection's BEGIN eager in commit scopes
 # Whitespace and comments before a statement's first keyword.
 LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _CHANGES = r"INSERT|UPDATE|DELETE|MERGE|UPSERT|REPLACE|CREATE|ALTER|DROP|TRUNCATE|COPY|GRANT|REVOKE"
@@ -222,27 +222,36 @@ def _fix_sqlite_transactions(engine: Engine) -> None:
     def _begin(connection: Connection) -> None:
         # Straight to the driver, once per test: aiosqlite's Connection.execute is one trip to its
         # thread, where a cursor would take three (create, execute, close).
-        # Under real commits, concurrent transactions that read and then write would deadlock on
-        # SQLite's lock upgrade (SQLITE_BUSY at once); IMMEDIATE makes them wait for the lock instead.
-        # The test's own session (a commit scope's) begins lazily instead, so its reads lock nothing.
-        if connection.get_execution_options().get(LAZY_BEGIN, False):
-            return  # see _begin_before_writing
         if isinstance(connection.connection, JoinedConnection):
             return  # its transaction is a savepoint inside the scope's
-        state = _states.get(connection.dialect)
-        begin = "BEGIN IMMEDIATE" if state is not None and state.commit_scopes else "BEGIN"
-        await_(connection.connection.driver_connection.execute(begin))  # type: ignore[union-attr]
+        if _begins_lazily(connection):
+            return  # see _begin_before_writing
+        await_(connection.connection.driver_connection.execute("BEGIN"))  # type: ignore[union-attr]
 
     @event.listens_for(engine, "before_cursor_execute")
     def _begin_before_writing(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
-        # A commit scope's own session reads outside a transaction, so each read sees what other
-        # connections committed (as READ COMMITTED does on PostgreSQL) and holds no lock that would
-        # stop them; its first write begins the transaction.
-        if not connection.get_execution_options().get(LAZY_BEGIN, False):
+        # While real commits run, transactions begin at their first write, with BEGIN IMMEDIATE:
+        # - reads run outside a transaction, so each sees what other connections committed (as READ
+        #   COMMITTED does on PostgreSQL) and holds no lock that would stop them;
+        # - a transaction that read and then wrote would deadlock with another on SQLite's lock
+        #   upgrade (SQLITE_BUSY at once); IMMEDIATE takes the write lock first, so writers queue;
+        # - the write lock is held from the first write to the commit only, not while the code
+        #   awaits an HTTP call between a read and a write.
+        if not _begins_lazily(connection):
             return
         driver = connection.connection.driver_connection
         if not driver.in_transaction and LEADING_NOISE.sub("", statement)[:6].upper() != "SELECT":  # type: ignore[union-attr]
-            await_(driver.execute("BEGIN"))  # type: ignore[union-attr]
+            await_(driver.execute("BEGIN IMMEDIATE"))  # type: ignore[union-attr]
+
+
+def _begins_lazily(connection: Connection) -> bool:
+    """Whether the connection's transactions begin at their first write: in commit scopes, unless
+    harness asked otherwise (LAZY_BEGIN=False: its clean-up reads and writes in one transaction)."""
+    if isinstance(connection.connection, JoinedConnection):
+        return False
+    state = _states.get(connection.dialect)
+    real_commits = state is not None and state.commit_scopes > 0
+    return bool(connection.get_execution_options().get(LAZY_BEGIN, real_commits))
 
 
 TIMEOUT_NOTES = {

@@ -444,6 +444,37 @@ def test_real_commits_are_seen_by_other_connections_and_cleaned_after(tester: py
     result.assert_outcomes(passed=4)
 
 
+def test_a_real_commit_test_that_fails_halfway_leaves_rows_and_ids_as_before(tester: pytest.Pytester) -> None:
+    """After a failure between commits, the next test sees no rows of it and draws the same ids."""
+    tester.makepyfile(
+        """
+        import asyncio
+        from conftest import SessionLocal, Team, count
+        from harness import RealCommitsTest
+
+        class TestHalfway(RealCommitsTest):
+            async def test_fails_between_commits(self):
+                async def add(name):
+                    async with SessionLocal() as own:
+                        own.add(Team(name=name))
+                        await own.commit()
+
+                await asyncio.gather(*(add(name) for name in "abc"))
+                raise RuntimeError("halfway")
+
+            async def test_sees_nothing_of_it(self):
+                assert await count(self.db, Team) == 0
+                team = Team(name="first")
+                self.db.add(team)
+                await self.db.commit()
+                assert team.id == 1
+        """
+    )
+    result = run(tester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: halfway*"])
+
+
 def test_real_commits_that_delete_earlier_rows_fail_the_test(tester: pytest.Pytester) -> None:
     """Deleting class data for real cannot be undone: the test errors at teardown, naming the table."""
     tester.makepyfile(

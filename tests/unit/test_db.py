@@ -842,6 +842,20 @@ async def test_commit_scope_serves_sessions_running_concurrently(db_engine: Asyn
     await assert_clean(db_engine)
 
 
+async def test_commit_scope_sessions_that_only_read_lock_nothing(db_engine: AsyncEngine) -> None:
+    """A session that read and has not written yet (awaiting an HTTP call, say) does not stop another
+    from committing, and its next read sees that commit, as under PostgreSQL's READ COMMITTED."""
+    async with commit_scope(db_engine), AsyncSession(db_engine) as reader:
+        assert await reader.scalar(select(func.count()).select_from(Campaign)) == 0
+        async with AsyncSession(db_engine) as writer:
+            writer.add(Campaign(name="meanwhile"))
+            await asyncio.wait_for(writer.commit(), timeout=2)  # SQLite would wait 5 s for a held lock
+        assert await reader.scalar(select(func.count()).select_from(Campaign)) == 1
+        reader.add(Campaign(name="after"))
+        await reader.commit()
+    await assert_clean(db_engine)
+
+
 def test_commit_scope_on_a_sqlite_file_serves_more_sessions_than_its_pool_in_each_event_loop(
     tmp_path: Path,
 ) -> None:
@@ -976,6 +990,102 @@ async def test_commit_scope_cleans_tables_of_other_schemas(db_engine: AsyncEngin
     finally:
         async with db_engine.begin() as connection:
             await connection.execute(text("DROP SCHEMA test_side CASCADE"))
+
+
+async def test_commit_scope_puts_sequences_back_even_after_a_body_that_failed(
+    db_engine: AsyncEngine, on_postgres: bool
+) -> None:
+    """Ids drawn in a scope are drawn again after it, as if it never ran: a PostgreSQL sequence, and a
+    SQLite AUTOINCREMENT counter (which outlives deleted rows)."""
+    key = "id serial PRIMARY KEY" if on_postgres else "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    async with db_engine.begin() as connection:
+        await connection.execute(text(f"CREATE TABLE test_counted ({key}, name TEXT)"))
+
+    async def ids_drawn(*, fail: bool = False) -> list[int]:
+        async with commit_scope(db_engine) as session:
+            for name in ("a", "b"):
+                await session.execute(text("INSERT INTO test_counted (name) VALUES (:name)"), {"name": name})
+            await session.commit()
+            ids = list((await session.scalars(text("SELECT id FROM test_counted ORDER BY id"))).all())
+            if fail:
+                raise RuntimeError("halfway")
+            return ids
+
+    try:
+        with pytest.raises(RuntimeError, match="halfway"):
+            await ids_drawn(fail=True)
+        assert await ids_drawn() == [1, 2]  # never used: starts again at the beginning
+        async with db_engine.begin() as connection:  # a row from before the next scopes
+            await connection.execute(text("INSERT INTO test_counted (name) VALUES ('seed')"))
+        assert [await ids_drawn(), await ids_drawn()] == [[1, 2, 3], [1, 2, 3]]
+    finally:
+        async with db_engine.begin() as connection:
+            await connection.execute(text("DROP TABLE test_counted"))
+
+
+async def test_commit_scope_sees_a_row_from_before_replaced_by_an_added_one(db_engine: AsyncEngine) -> None:
+    """The same number of rows, different keys: the added row is deleted and the lost one reported."""
+    async with commit_scope(db_engine) as outer:
+        outer.add(Campaign(name="seed"))
+        await outer.commit()
+        with pytest.raises(IsolationError, match=r"deleted for real: 1 of campaigns\."):
+            async with commit_scope(db_engine) as inner:
+                await inner.execute(text("DELETE FROM campaigns"))
+                inner.add(Campaign(id=1000, name="replacement"))  # not the id SQLite would reuse
+                await inner.commit()
+        assert await count_rows(db_engine) == {"campaigns": 0, "contacts": 0}
+    await assert_clean(db_engine)
+
+
+async def test_commit_scope_keeps_rows_committed_between_scopes(db_engine: AsyncEngine) -> None:
+    """What a scope learnt about the tables is reused only while they are as it left them."""
+    async with commit_scope(db_engine):
+        pass
+    try:
+        async with db_engine.begin() as connection:
+            await connection.execute(insert(Campaign).values(name="between"))
+        async with commit_scope(db_engine) as session:
+            session.add(Campaign(name="inside"))
+            await session.commit()
+        async with db_engine.connect() as connection:
+            assert (await connection.scalars(select(Campaign.name))).all() == ["between"]
+    finally:
+        async with db_engine.begin() as connection:
+            await connection.execute(text("DELETE FROM campaigns"))
+
+
+async def test_commit_scope_statements_do_not_grow_with_untouched_tables(db_engine: AsyncEngine) -> None:
+    """Clean-up is proportional to what the test wrote: tables it left alone, rows in them or not,
+    cost no statement of their own (one query fingerprints them all)."""
+
+    async def statements_of_a_scope(tables: int) -> list[str]:
+        async with db_engine.begin() as connection:
+            for n in range(tables):
+                await connection.execute(text(f"CREATE TABLE test_wide_{n} (id INTEGER PRIMARY KEY)"))
+                await connection.execute(text(f"INSERT INTO test_wide_{n} (id) VALUES (1), (2)"))
+        try:
+            async with commit_scope(db_engine):  # learns the tables
+                pass
+            statements: list[str] = []
+            listener = lambda *args: statements.append(args[2])  # noqa: E731
+            event.listen(db_engine.sync_engine, "before_cursor_execute", listener)
+            try:
+                async with commit_scope(db_engine) as session:
+                    await session.execute(text("INSERT INTO test_wide_0 (id) VALUES (3)"))
+                    await session.commit()
+            finally:
+                event.remove(db_engine.sync_engine, "before_cursor_execute", listener)
+            async with db_engine.connect() as connection:
+                assert (await connection.scalars(text("SELECT id FROM test_wide_0"))).all() == [1, 2]
+            return statements
+        finally:
+            async with db_engine.begin() as connection:
+                for n in range(tables):
+                    await connection.execute(text(f"DROP TABLE test_wide_{n}"))
+
+    few, many = await statements_of_a_scope(3), await statements_of_a_scope(30)
+    assert len(few) == len(many)
+    assert not [s for s in many if "test_wide_1" in s and "count(*)" not in s]  # untouched: only counted
 
 
 async def test_a_rollback_scope_cannot_nest_in_a_commit_scope(db_engine: AsyncEngine) -> None:

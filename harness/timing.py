@@ -355,7 +355,7 @@ class _Evidence:
     moments: list[tuple[float, float]] = field(default_factory=list)  # (speed, load) at each sample
     baseline: list[float] = field(default_factory=list)
     cpu_share: tuple[float, float] | None = (
-        None  # (fn, baseline): most (CPU + queued) over wall time of a call
+        None  # (fn, baseline): most CPU over (wall - queued) time of a call
     )
 
     @property
@@ -415,18 +415,20 @@ def _moment(reference: Elapsed) -> tuple[float, float]:
 
 
 def _as_on_reference(sample: Elapsed, speed: float, load: float) -> float:
-    """A sample's time on a quiet reference machine: its computing (CPU seconds), stretched by the
-    load, is taken out and put back at the reference machine's speed; its waiting (on a database
-    server, the network, a sleep) is kept as measured, since load on this machine does not stretch it."""
-    wall, cpu, _ = sample
-    waiting = max(0.0, wall - cpu * load)
+    """A sample's time on a quiet reference machine: its computing (CPU seconds) and the time it
+    queued for a core are taken out, and the computing put back at the reference machine's speed;
+    its waiting (on a database server, the network, a sleep) is kept as measured, since load on this
+    machine does not stretch it. Where the system does not report queueing, the reference
+    workload's load stands in for it (less exact: a short run is preempted less often)."""
+    wall, cpu, queued = sample
+    waiting = max(0.0, wall - queued - cpu) if _QUEUEING_KNOWN else max(0.0, wall - cpu * load)
     return waiting + min(wall, cpu) / speed
 
 
 def _relative_plan(limit: float, statistic: Statistic, warmup: int, max_time: float | None) -> Plan:
-    # The share of each call's time spent computing in this process, or ready to and waiting for a
-    # core (load): the most any call showed is the function's own, and it tells computing from
-    # waiting on something else (a database server, the network).
+    # The share of each call's time, less the time it queued for a core (load), spent computing in
+    # this process: the most any call showed is the function's own, and it tells computing from
+    # waiting on something else (a database server, the network, a sleep).
     shares: list[list[float]] = [[], []]
 
     def pair(flip: bool) -> Generator[int, Elapsed, tuple[float, float]]:
@@ -434,7 +436,8 @@ def _relative_plan(limit: float, statistic: Statistic, warmup: int, max_time: fl
         times: dict[int, float] = {}
         for index in order:
             times[index], cpu_seconds, queued = yield index
-            share = (cpu_seconds + queued) / times[index] if times[index] > 0 else 1.0
+            running = times[index] - queued  # time on a core or waiting on something else
+            share = cpu_seconds / running if running > 0 else 1.0
             shares[index].append(min(1.0, share))
         return times[_FN], times[_BASELINE]
 
@@ -557,6 +560,9 @@ def _drive(
         return finish(evidence)
 
     return drive_async()
+
+
+_QUEUEING_KNOWN = os.path.exists("/proc/self/schedstat")
 
 
 def _queued() -> float:

@@ -378,9 +378,12 @@ def _absolute_plan(
     for _ in range(warmup):
         warm.append((yield _FN)[0])
     first: list[float] = []
+    unqueued: list[float] = []  # less the time spent queued for a core: load only adds that
     for _ in range(_FIRST_LOOK):
-        first.append((yield _FN)[0])
-    if _look(first, limit * startup.factor, statistic) == "within":  # room to spare, load and all
+        wall, _, queued = yield _FN
+        first.append(wall)
+        unqueued.append(wall - queued if _QUEUEING_KNOWN else wall)
+    if _look(unqueued, limit * startup.factor, statistic) == "within":  # room to spare, load and all
         return _Evidence("within", first, warm, limit, statistic)
     # Close or over: time the reference workload next to each sample, and judge each sample as
     # it would have run on a quiet reference machine, so that load is not taken for slowness.

@@ -225,6 +225,24 @@ def test_load_is_not_taken_for_slowness() -> None:
     assert len(timing.samples) >= 7
 
 
+def test_time_queued_for_a_core_is_not_taken_for_slowness(
+    monkeypatch: pytest.MonkeyPatch, reference_machine: None
+) -> None:
+    """A call preempted for 4 ms (as Linux reports it) against a 1 ms budget: load, not slowness."""
+    queued = [0.0]
+
+    def preempted() -> None:
+        time.sleep(0.004)
+        queued[0] += 0.004
+
+    monkeypatch.setattr(timing, "_queued", lambda: queued[0])
+    monkeypatch.setattr(timing, "_QUEUEING_KNOWN", True)
+    assert_runs_within(preempted, 0.001, max_time=2)
+    monkeypatch.setattr(timing, "_QUEUEING_KNOWN", False)  # unknown: the same waiting is slowness
+    with pytest.raises(AssertionError, match="is over its budget"):
+        assert_runs_within(preempted, 0.001, max_time=2)
+
+
 def test_a_machine_too_noisy_to_tell_passes_with_a_warning_or_fails_when_told(
     monkeypatch: pytest.MonkeyPatch, reference_machine: None
 ) -> None:

@@ -1008,7 +1008,7 @@ async def test_commit_scope_puts_sequences_back_even_after_a_body_that_failed(
             await session.commit()
             ids = list((await session.scalars(text("SELECT id FROM test_counted ORDER BY id"))).all())
             if fail:
-                raise RuntimeError("halfway")
+                raise RuntimeError("halfway")  # noqa: EM101
             return ids
 
     try:

@@ -501,7 +501,11 @@ def _drive(
     wall, cpu = RealClock.perf_counter, RealClock.process_time
     calls = dict.fromkeys(fns, 0)
 
-    def since(started: float, cpu_started: float, queued_started: float) -> Elapsed:
+    def stamp() -> Elapsed:
+        return _queued(), wall(), cpu()
+
+    def since(stamped: Elapsed) -> Elapsed:
+        queued_started, started, cpu_started = stamped
         return wall() - started, cpu() - cpu_started, max(0.0, _queued() - queued_started)
 
     def failed(error: BaseException, index: int) -> None:
@@ -510,14 +514,14 @@ def _drive(
         error.add_note(f"harness.timing: {labels[index]} raised during {what}; no budget was checked.")
 
     index = next(plan)
-    queued_started, started, cpu_started = _queued(), wall(), cpu()
+    stamped = stamp()
     try:
         first = fns[index]()
     except BaseException as error:
         failed(error, index)
         raise
     if not inspect.isawaitable(first):
-        elapsed = since(started, cpu_started, queued_started)
+        elapsed = since(stamped)
         while True:
             calls[index] += 1
             try:
@@ -525,25 +529,25 @@ def _drive(
             except StopIteration as stop:
                 evidence = stop.value
                 break
-            queued_started, started, cpu_started = _queued(), wall(), cpu()
+            stamped = stamp()
             try:
                 result = fns[index]()
             except BaseException as error:
                 failed(error, index)
                 raise
-            elapsed = since(started, cpu_started, queued_started)
+            elapsed = since(stamped)
             if inspect.isawaitable(result):
                 _refuse_mix(result, labels)
         return finish(evidence)
 
     async def drive_async() -> Any:
-        nonlocal index, started, cpu_started, queued_started
+        nonlocal index, stamped
         try:
             await first
         except BaseException as error:
             failed(error, index)
             raise
-        elapsed = since(started, cpu_started, queued_started)
+        elapsed = since(stamped)
         while True:
             calls[index] += 1
             try:
@@ -551,7 +555,7 @@ def _drive(
             except StopIteration as stop:
                 evidence = stop.value
                 break
-            queued_started, started, cpu_started = _queued(), wall(), cpu()
+            stamped = stamp()
             result = fns[index]()
             if index != _REFERENCE:
                 if not inspect.isawaitable(result):
@@ -561,7 +565,7 @@ def _drive(
                 except BaseException as error:
                     failed(error, index)
                     raise
-            elapsed = since(started, cpu_started, queued_started)
+            elapsed = since(stamped)
         return finish(evidence)
 
     return drive_async()

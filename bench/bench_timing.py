@@ -67,17 +67,22 @@ def spin_on_and_off(stop: Any) -> None:
 
 
 def query_forever(stop: Any, url: str) -> None:
+    """Keep the server busy from a test database of its own (the URL's database need not exist)."""
     import asyncio
 
-    import asyncpg
+    from sqlalchemy import text
+
+    from harness.db import TestDatabase
 
     async def main() -> None:
-        connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        database = TestDatabase(url, name="bench_timing_load")
+        engine = await database.create()
         try:
-            while not stop.is_set():
-                await connection.fetchval("SELECT count(*) FROM generate_series(1, 200000)")
+            async with engine.connect() as connection:
+                while not stop.is_set():
+                    await connection.execute(text("SELECT count(*) FROM generate_series(1, 200000)"))
         finally:
-            await connection.close()
+            await database.drop()
 
     asyncio.run(main())
 
@@ -96,9 +101,18 @@ def load(postgres_url: str | None) -> Iterator[list[str]]:
         described.append("1 client keeping PostgreSQL busy (generate_series counts)")
     for worker in workers:
         worker.start()
-    time.sleep(0.3)
+    time.sleep(1.0)
+
+    def check(when: str) -> None:  # a load that silently stopped would flatter the figures
+        if dead := [described[i] for i, worker in enumerate(workers) if not worker.is_alive()]:
+            stop.set()
+            msg = f"load generator(s) stopped {when}: {', '.join(dead)} (see the traceback above)"
+            raise SystemExit(msg)
+
     try:
+        check("at start")
         yield described
+        check("during the trials")
     finally:
         stop.set()
         for worker in workers:
@@ -125,7 +139,7 @@ def trial(check: Callable[[float], Any], scale: float) -> tuple[str, int]:
 
 def main() -> None:
     args = command_line(__doc__)
-    trials, detections = (150, 60) if args.quick else (1000, 200)
+    trials, detections = (150, 60) if args.quick else (1000, 500)
 
     # Budgets, set on the quiet machine.
     calibration = machine()

@@ -13,10 +13,10 @@ from weakref import WeakKeyDictionary
 import sqlalchemy
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SAWarning
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from harness.db.engines import LAZY_BEGIN, prepare, state_of
-from harness.db.scopes import Scope, check_scope_engine, current_session_var
+from harness.db.scopes import Scope, check_scope_engine, current_session_var, engine_and_settings
 from harness.db.urls import is_memory
 from harness.exceptions import IsolationError, ScopeError
 
@@ -344,7 +344,12 @@ def _pool_bound_to_this_loop(engine: AsyncEngine) -> bool:
     return queue is not None and getattr(queue, "_loop", True) is not None  # bound by a waiter
 
 
-def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:
+def commit_scope(
+    engine: AsyncEngine | async_sessionmaker[Any],
+    *,
+    sessionmaker: async_sessionmaker[Any] | None = None,
+    **session_options: Any,
+) -> CommitScope:
     """Open a scope whose sessions commit for real; on exit, delete the rows they added.
 
     For code that needs several connections at once (background workers, ``asyncio.gather`` over
@@ -352,7 +357,8 @@ def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:
     each table's rows on entry; on exit it deletes the rows added since, only in the tables that
     changed, children first. Rows that existed before stay (changes to them are not undone), and
     deleting one of them is an `IsolationError`, since it cannot be brought back. The engine must
-    be a test engine, as for `rollback_scope`.
+    be a test engine, as for `rollback_scope`; ``sessionmaker=`` and ``session_options`` work as
+    there.
 
     Usage:
 
@@ -360,4 +366,5 @@ def commit_scope(engine: AsyncEngine, **session_options: Any) -> CommitScope:
             await asyncio.gather(worker.run(), worker.run())  # each opens its own session
             assert await session.scalar(select(func.count()).select_from(Job)) == 2
     """
-    return CommitScope(engine, dict(session_options))
+    target, options = engine_and_settings(engine, sessionmaker, session_options, "commit_scope")
+    return CommitScope(target, options)

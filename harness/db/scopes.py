@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, Transaction
 from sqlalchemy.exc import SAWarning
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from sqlalchemy.util import greenlet_spawn
 
@@ -67,7 +67,7 @@ class Scope:
 
     def _make_session(self, **options: Any) -> AsyncSession:
         populate_existing = options.pop("populate_existing", False)
-        session = AsyncSession(**options)
+        session: AsyncSession = options.pop("class_", AsyncSession)(**options)
         session.info[SCOPE_KEY] = self
         if populate_existing:
             refresh_on_every_query(session)
@@ -193,11 +193,12 @@ class RollbackScope(Scope):
         if not self.active or self.connection is None:
             msg = "The rollback scope has ended; its connection is gone. Open a new scope with rollback_scope()."
             raise ScopeError(msg)
+        options = {"expire_on_commit": False, **self.session_options, **options}
         return self._make_session(
             bind=self.connection,
             join_transaction_mode="create_savepoint",
-            sync_session_class=_ScopeSession,
-            **{"expire_on_commit": False, **self.session_options, **options},
+            sync_session_class=_scope_session_class(options.pop("sync_session_class", Session)),
+            **options,
         )
 
     async def __aexit__(
@@ -488,6 +489,56 @@ class _ScopeSession(Session):
     """The sync session behind a scope's AsyncSession; refuses work after the scope ended."""
 
 
+_scope_session_classes: dict[type[Session], type[Session]] = {Session: _ScopeSession}
+
+
+def _scope_session_class(base: type[Session]) -> type[Session]:
+    """`_ScopeSession` with the app's own sync session class (a sessionmaker's sync_session_class)."""
+    if base not in _scope_session_classes:
+        _scope_session_classes[base] = type(f"Scope{base.__name__}", (_ScopeSession, base), {})
+    return _scope_session_classes[base]
+
+
+def settings_of(maker: async_sessionmaker[Any], made_by: str) -> tuple[AsyncEngine | None, dict[str, Any]]:
+    """The engine an `async_sessionmaker` is bound to (or None) and the settings of its sessions
+    (``expire_on_commit``, ``autoflush``, ``info``, its session classes...), for a scope's sessions."""
+    if not isinstance(maker, async_sessionmaker):  # untyped callers
+        msg = f"{made_by}(sessionmaker=...) takes an async_sessionmaker, got {type(maker).__name__}."  # type: ignore[unreachable]
+        raise TypeError(msg)
+    settings = {
+        key: value for key, value in maker.kw.items() if key not in ("bind", "binds", "join_transaction_mode")
+    }
+    if maker.class_ is not AsyncSession:
+        settings["class_"] = maker.class_
+    if "info" in settings:  # each session gets its own copy, as the sessionmaker gives it
+        settings["info"] = dict(settings["info"])
+    bind = maker.kw.get("bind")
+    return (bind if isinstance(bind, AsyncEngine) else None), settings
+
+
+def engine_and_settings(
+    bind: Any, sessionmaker: async_sessionmaker[Any] | None, session_options: dict[str, Any], made_by: str
+) -> tuple[Any, dict[str, Any]]:
+    """What a scope function was given, as (engine or session, session options): a sessionmaker,
+    as ``bind`` or ``sessionmaker=``, gives its settings; options given outright win."""
+    if isinstance(bind, async_sessionmaker):
+        if sessionmaker is not None:
+            msg = f"{made_by}() got a sessionmaker twice: pass the engine first, then sessionmaker=..."
+            raise TypeError(msg)
+        engine, settings = settings_of(bind, made_by)
+        if engine is None:
+            msg = (
+                f"{made_by}() was given an async_sessionmaker that is not bound to an AsyncEngine. Pass the test "
+                f"engine and the sessionmaker to copy its settings from: {made_by}(engine, sessionmaker=Session)."
+            )
+            raise ScopeError(msg)
+        return engine, {**settings, **session_options}
+    if sessionmaker is not None:
+        _, settings = settings_of(sessionmaker, made_by)
+        return bind, {**settings, **session_options}
+    return bind, dict(session_options)
+
+
 @event.listens_for(_ScopeSession, "after_transaction_create")
 def _check_scope_active(session: Session, transaction: SessionTransaction) -> None:
     scope = session.info.get(SCOPE_KEY)
@@ -499,7 +550,12 @@ def _check_scope_active(session: Session, transaction: SessionTransaction) -> No
         raise ScopeError(msg)
 
 
-def rollback_scope(bind: AsyncEngine | AsyncSession, **session_options: Any) -> RollbackScope:
+def rollback_scope(
+    bind: AsyncEngine | AsyncSession | async_sessionmaker[Any],
+    *,
+    sessionmaker: async_sessionmaker[Any] | None = None,
+    **session_options: Any,
+) -> RollbackScope:
     """Open a scope whose session's work is rolled back on exit, even if the code commits.
 
     With an `AsyncEngine`, the scope checks out one connection, begins the outer transaction and
@@ -513,6 +569,9 @@ def rollback_scope(bind: AsyncEngine | AsyncSession, **session_options: Any) -> 
     ``session_options`` go to the `AsyncSession` (``expire_on_commit`` is False unless given),
     except ``populate_existing=True``: every query of the session then refreshes the objects it
     loads, so an object the test holds shows what the app's own sessions changed since.
+    ``sessionmaker=`` (the app's `async_sessionmaker`) gives the scope's sessions its settings:
+    ``expire_on_commit``, ``autoflush``, ``info``, its session classes; ``session_options`` still
+    win. A sessionmaker bound to a test engine can be passed as ``bind`` itself.
 
     While a scope is active, harness stops code that would escape it: a commit of the outer
     transaction, raw ``COMMIT``/``ROLLBACK``/``BEGIN``, and sessions whose transactions overlap
@@ -527,4 +586,5 @@ def rollback_scope(bind: AsyncEngine | AsyncSession, **session_options: Any) -> 
             async with rollback_scope(class_session) as session:
                 ...  # sees the campaign; its own rows vanish at exit
     """
-    return RollbackScope(bind, dict(session_options))
+    target, options = engine_and_settings(bind, sessionmaker, session_options, "rollback_scope")
+    return RollbackScope(target, options)

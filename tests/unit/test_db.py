@@ -1140,3 +1140,44 @@ def test_a_pooled_sqlite_connection_serves_the_next_event_loop(tmp_path: Path) -
     asyncio.run(contend())
     asyncio.run(contend())  # a new loop, the same pooled connection
     asyncio.run(engine.dispose())
+
+
+class AppSession(AsyncSession):
+    """An app's own session class, as some apps give their async_sessionmaker."""
+
+
+async def test_a_scope_takes_its_session_settings_from_the_apps_sessionmaker(db_engine: AsyncEngine) -> None:
+    """Copying expire_on_commit and the rest by hand was how a user met MissingGreenlet: with
+    sessionmaker=, a scope's sessions are made as the app's sessionmaker makes them."""
+    app_sessions = async_sessionmaker(
+        class_=AppSession, expire_on_commit=True, autoflush=False, info={"app": 1}
+    )
+    async with rollback_scope(db_engine, sessionmaker=app_sessions) as session:
+        assert type(session) is AppSession
+        assert (session.sync_session.expire_on_commit, session.sync_session.autoflush) == (True, False)
+        assert session.info["app"] == 1
+        campaign = Campaign(name="spring")
+        session.add(campaign)
+        await session.commit()  # a savepoint, expiring as the app's sessions do
+        assert "name" not in campaign.__dict__
+        async with rollback_scope(db_engine, sessionmaker=app_sessions, expire_on_commit=False) as other:
+            assert other.sync_session.expire_on_commit is False  # options given outright win
+    async with commit_scope(db_engine, sessionmaker=app_sessions) as session:
+        assert type(session) is AppSession
+        assert session.sync_session.expire_on_commit is True
+    await assert_clean(db_engine)
+
+
+async def test_a_sessionmaker_bound_to_the_test_engine_can_be_the_scope_itself(
+    db_engine: AsyncEngine,
+) -> None:
+    """rollback_scope(Session) for a sessionmaker bound to a test engine; an unbound one is refused
+    with the call that works."""
+    bound = async_sessionmaker(db_engine, expire_on_commit=True)
+    async with rollback_scope(bound) as session:
+        session.add(Campaign(name="spring"))
+        await session.commit()
+        assert session.sync_session.expire_on_commit is True
+    await assert_clean(db_engine)
+    with pytest.raises(ScopeError, match=re.escape("rollback_scope(engine, sessionmaker=Session)")):
+        rollback_scope(async_sessionmaker())

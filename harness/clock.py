@@ -44,7 +44,7 @@ from harness.exceptions import ClockError
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["Backend", "Clock", "freeze_time"]
+__all__ = ["Backend", "Clock", "explain", "freeze_time", "recording_clocks", "running_clocks", "stop_clocks"]
 
 Backend = Literal["freezegun", "time-machine"]
 _BACKENDS: tuple[Backend, ...] = ("freezegun", "time-machine")

@@ -56,7 +56,7 @@ from harness._where import shown_as
 from harness.db.scopes import current_session, current_session_var
 from harness.exceptions import FactoryError
 
-__all__ = ["Creation", "ModelFactory", "use_session"]
+__all__ = ["Creation", "ModelFactory", "reseed_on_first_use", "use_session"]
 
 T = TypeVar("T")
 

@@ -10,11 +10,11 @@ Fixture layers (override the ``harness_*`` ones in conftest.py)::
                                 └── app_client  (harness_app, harness_app_bind)
 
 ``harness_database`` is a plain (synchronous) session fixture: the database is built on a private
-event loop, so it works whatever loop scope pytest-asyncio gives the tests. ``db_engine`` and
-``db_session`` run in the loop of async fixtures (``asyncio_default_fixture_loop_scope``); a test
-that runs in another loop is a start-up error, because a connection cannot move between loops.
-asyncpg connections are closed when their loop ends: per test with function-scoped loops, once
-per session with a session loop (the fast setting on PostgreSQL).
+event loop, so it works whatever loop scope pytest-asyncio gives the tests. ``db_session`` runs in
+the loop of async fixtures (``asyncio_default_fixture_loop_scope``); a test that runs in another
+loop is a start-up error, because a connection cannot move between loops. Pooled asyncpg
+connections are closed when their loop ends (see `harness.db.loops`): per test with
+function-scoped loops, once per session with a session loop (the fast setting on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ from harness.clock import explain as explain_clock_error
 from harness.db import (
     DatabaseGuard,
     EngineAdoption,
+    Schema,
     TestDatabase,
     adopt_engines,
     block_databases,
     commit_scope,
     normalize_url,
+    record_engine_sites,
     rollback_scope,
+    stop_recording_engine_sites,
 )
-from harness.db.access import record_engine_sites, stop_recording_engine_sites
 from harness.db.explain import explain as explain_database_error
-from harness.db.testdb import Schema, run_sync
 from harness.exceptions import ClockError, HarnessError
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
@@ -59,7 +60,6 @@ from harness.summary import CATEGORIES, RunSummary, record_categories
 F = TypeVar("F", bound=type[ModelFactory[Any]])
 A = TypeVar("A", bound=type[MockApi])
 
-_NEXT_ITEM = pytest.StashKey["pytest.Item | None"]()
 _SEED = pytest.StashKey[int]()
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _DATABASE_GUARD = pytest.StashKey[DatabaseGuard]()
@@ -71,7 +71,7 @@ _CALL_FAILED = pytest.StashKey[bool]()
 _REFUSED = pytest.StashKey[str]()
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
-{nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_engine and db_session run in the \
+{nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_session runs in the \
 {fixture_scope!r}-scoped loop of async fixtures, and a database connection cannot move between event loops.
 Give fixtures and tests the same loop: set asyncio_default_fixture_loop_scope = "{test_scope}" (and \
 asyncio_default_test_loop_scope = "{test_scope}") in your pytest configuration, or remove loop_scope from the \
@@ -308,7 +308,9 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
             if name in fixturenames:
                 fixturenames.remove(name)
             fixturenames.insert(fixturenames.index("clock"), name)
-    if not uses_database or not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+    # db_engine alone serves any loop (its pooled connections end with theirs); a session does not.
+    in_fixture_loop = base_class or bool({"db_session", "app_client"} & set(fixturenames or ()))
+    if not in_fixture_loop or not inspect.iscoroutinefunction(getattr(item, "obj", None)):
         return
     if test_scope != fixture_scope:
         raise pytest.UsageError(
@@ -414,7 +416,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
     __tracebackhide__ = True
-    item.stash[_NEXT_ITEM] = nextitem
     # Stopped before the fixtures' teardown, which a failure must not skip, and where the clock
     # fixture would otherwise meet them still running inside its own clock.
     started: list[Clock] = item.stash.get(_CLOCKS_STARTED, [])
@@ -495,7 +496,7 @@ def harness_database(
             allow_remote=bool(pytestconfig.getini("harness_allow_remote_database")),
             engine_options=harness_engine_options,
         )
-        run_sync(database.create())
+        database.create_sync()
         failure = None
     except HarnessError as exc:
         failure = f"harness could not set up the test database: {exc}"
@@ -503,7 +504,7 @@ def harness_database(
         _stop_run(failure)
     yield database
     # Under xdist other workers may still clone the template; it is rebuilt at the next run.
-    run_sync(database.drop(template=worker is None))
+    database.drop_sync(template=worker is None)
 
 
 @pytest.fixture(scope="session")
@@ -528,19 +529,12 @@ def _harness_adoption(
         yield adoption
 
 
-@pytest_asyncio.fixture
-async def db_engine(
-    request: pytest.FixtureRequest, harness_database: TestDatabase, _harness_adoption: EngineAdoption
-) -> AsyncIterator[AsyncEngine]:
-    """The AsyncEngine of the test database; its pooled connections live as long as the event loop."""
+@pytest.fixture
+def db_engine(harness_database: TestDatabase, _harness_adoption: EngineAdoption) -> AsyncEngine:
+    """The AsyncEngine of the test database; its pooled connections live as long as their event loop."""
     engine = harness_database.engine
     assert engine is not None
-    yield engine
-    # asyncpg connections cannot outlive their event loop. A class's data scope still holds its
-    # connection here; the class disposes of the pool when it ends.
-    class_holds_one = getattr(engine.sync_engine.pool, "checkedout", lambda: 0)() > 0
-    if engine.dialect.driver == "asyncpg" and not _next_test_shares_loop(request) and not class_holds_one:
-        await engine.dispose()
+    return engine
 
 
 def marker_options(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
@@ -679,38 +673,6 @@ def _test_loop_scope(item: pytest.Item) -> str:
     marker = item.get_closest_marker("asyncio")
     scope = marker.kwargs.get("loop_scope") if marker else None
     return str(scope or item.config.getini("asyncio_default_test_loop_scope") or "function")
-
-
-def _loop_owner(item: pytest.Item, scope: str) -> str:
-    """The node whose lifetime bounds a loop of ``scope`` for ``item``."""
-    node_types: dict[str, type[pytest.Collector]] = {
-        "class": pytest.Class,
-        "module": pytest.Module,
-        "package": pytest.Package,
-    }
-    node_type = node_types.get(scope)
-    if scope == "session":
-        return ""
-    if node_type is None:
-        return item.nodeid
-    parent = item.getparent(node_type)
-    return parent.nodeid if parent is not None else item.nodeid
-
-
-def _next_test_shares_loop(request: pytest.FixtureRequest) -> bool:
-    item = request.node
-    if not isinstance(item, pytest.Item):
-        return False
-    nextitem = item.stash.get(_NEXT_ITEM, None)
-    scope = _fixture_loop_scope(item.config)
-    # The pool survives only into a next test that shares the loop and uses the database: otherwise
-    # nothing would close its connections before the loop does.
-    return (
-        nextitem is not None
-        and scope != "function"
-        and "db_engine" in getattr(nextitem, "fixturenames", ())
-        and _loop_owner(item, scope) == _loop_owner(nextitem, scope)
-    )
 
 
 def register_factory(factory_class: F, fixture_name: str | None = None, /, **overrides: Any) -> F:

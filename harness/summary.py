@@ -21,7 +21,7 @@ import pytest
 
 from harness._realtime import RealClock
 
-__all__ = ["CATEGORIES", "RunSummary", "categories_of"]
+__all__ = ["CATEGORIES", "RunSummary", "categories_of", "record_categories"]
 
 #: The built-in categories, with what each holds. The harness_categories ini key adds more.
 CATEGORIES = {

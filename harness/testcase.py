@@ -249,8 +249,6 @@ class IntegrationTest:
                     setattr(cls, name, before[name])
                 else:
                     delattr(cls, name)
-            if engine.dialect.driver == "asyncpg":
-                await engine.dispose()  # its connections cannot outlive the event loop of the class
 
     @pytest.fixture
     def _harness_scope_parent(self, request: pytest.FixtureRequest) -> _ClassData | AsyncEngine:

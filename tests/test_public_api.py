@@ -28,3 +28,63 @@ def test_version_is_the_installed_distribution_version() -> None:
     from importlib.metadata import version
 
     assert harness.__version__ == version("harness")
+
+
+def _documented_objects() -> list[object]:
+    """What the API reference (docs/pages/api.md) documents, from its `::: path` entries."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "pages" / "api.md").read_text()
+    found: list[object] = []
+    for path, members in re.findall(
+        r"^::: ([\w.]+)\n(?:    options:\n      members: \[([^\]]*)\])?", page, re.M
+    ):
+        try:
+            module = importlib.import_module(path)
+        except ImportError:  # the path names an object in a module
+            module_name, _, name = path.rpartition(".")
+            found.append(getattr(importlib.import_module(module_name), name))
+            continue
+        everything = getattr(module, "__all__", [name for name in vars(module) if not name.startswith("_")])
+        names = [m.strip() for m in members.split(",") if m.strip()] if members else everything
+        found.extend(getattr(module, name) for name in names)
+    return found
+
+
+def test_the_plugin_uses_only_public_documented_names() -> None:
+    """The pytest plugin is a thin adapter over the library: every harness name it imports is in its
+    module's __all__ and in the API reference, and it reaches into nothing private, so a conftest.py
+    written by hand (or a unittest suite) can do whatever a fixture does."""
+    import ast
+    import importlib
+    import inspect
+
+    import harness.plugin
+
+    tree = ast.parse(inspect.getsource(harness.plugin))
+    imported = [
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "harness"
+        for alias in node.names
+    ]
+    assert ("harness.db", "TestDatabase") in imported  # the check sees the plugin's imports
+    private = [
+        f"{module}.{name}" for module, name in imported if name not in importlib.import_module(module).__all__
+    ]
+    assert private == [], "the plugin imports names its modules do not export"
+    documented = _documented_objects()
+    undocumented = [
+        f"{module}.{name}"
+        for module, name in imported
+        if not any(getattr(importlib.import_module(module), name) is obj for obj in documented)
+    ]
+    assert undocumented == [], "the plugin imports names the API reference does not document"
+    reached_into = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+    ]
+    assert set(reached_into) <= {"sys._getframe"}  # fixtures land in the module that registers them

@@ -32,6 +32,7 @@ except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
 from harness._where import caller
+from harness.db import loops
 from harness.db.joining import DeferredChecks, JoinedConnection, join
 from harness.db.urls import DEFAULT_URL, TEST_PREFIX, check_test_database, database_key, refuse_redirects
 from harness.exceptions import IsolationError, UnsafeDatabaseError
@@ -74,7 +75,8 @@ def state_of(engine: Engine | AsyncEngine | Connection) -> EngineState:
 
 
 def prepare(engine: Engine) -> EngineState:
-    """Give ``engine`` the joining pool and the guards on its dialect (once); return its state.
+    """Give ``engine`` the joining pool, the guards on its dialect and connections tied to their
+    event loop (`harness.db.loops`), once; return its state.
 
     `create_test_engine` does this; a scope does it for an engine it is handed that harness did
     not make (a PostgreSQL engine on a test database).
@@ -83,6 +85,7 @@ def prepare(engine: Engine) -> EngineState:
     if state is None:
         state = _states[engine.dialect] = EngineState()
         _guard_dialect(engine.dialect)
+        loops.tie_to_loops(engine)
     if not isinstance(engine.pool, _JoiningPool):
         engine.pool.__class__ = _joining(type(engine.pool))
     return state
@@ -169,6 +172,12 @@ class _JoiningPool(Pool):
         if state is not None and state.scopes and not state.own_checkout:
             return join(state)
         return super().connect()
+
+    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+        if loops.foreign(connection):  # closing it would await on a loop that is not running here
+            loops.drop(connection)
+            return
+        super()._close_connection(connection, terminate=terminate)
 
 
 _joining_classes: dict[type[Pool], type[Pool]] = {}

@@ -33,7 +33,7 @@ from harness.db.probe import probe_isolation
 from harness.db.urls import TEST_PREFIX, check_test_database, is_memory, normalize_url
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 
-__all__ = ["Schema", "TestDatabase", "run_sync"]
+__all__ = ["Schema", "TestDatabase"]
 
 Schema = MetaData | Callable[[Connection], Any] | Callable[[AsyncConnection], Awaitable[Any]] | None
 """What builds the test schema: a `MetaData` (``create_all``), or a callable that receives the
@@ -48,12 +48,9 @@ _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "p
 T = TypeVar("T")
 
 
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion on a private event loop in a helper thread.
-
-    Set-up work that must not touch the test's event loop (creating databases before any loop of
-    pytest-asyncio exists) runs here.
-    """
+def _run_aside(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion on a private event loop in a helper thread: set-up work that
+    must not touch (or need) the caller's event loop, running or not."""
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="harness-setup") as pool:
         return pool.submit(asyncio.run, coroutine).result()
 
@@ -68,12 +65,20 @@ class TestDatabase:
     ``reuse=True`` keeps the database after `drop` and reuses it next time if the schema did not
     change; ``recreate=True`` rebuilds it even then.
 
-    Usage:
+    The engine's pooled connections are closed when the event loop they were opened in ends, so
+    one database serves a loop per test, per class or per run alike.
+
+    Usage, from async code:
 
         database = TestDatabase("postgresql://postgres@127.0.0.1/app", schema=Base.metadata)
         engine = await database.create()      # test_app, with the schema
         ...
         await database.drop()
+
+    or from synchronous set-up code (a session fixture, ``setUpModule``, a script):
+
+        with TestDatabase("postgresql://postgres@127.0.0.1/app", schema=Base.metadata) as database:
+            ...  # database.engine, in any event loop
     """
 
     __test__ = False  # not a pytest test class
@@ -186,8 +191,34 @@ class TestDatabase:
             await self.engine.dispose()
         return self.engine
 
+    def create_sync(self) -> AsyncEngine:
+        """`create` for synchronous code: run on a private event loop in a helper thread, so it
+        works before any event loop exists, and inside a running one, alike."""
+        return _run_aside(self.create())
+
+    def drop_sync(self, *, template: bool = True) -> None:
+        """`drop` for synchronous code, as `create_sync`."""
+        _run_aside(self.drop(template=template))
+
+    def __enter__(self) -> TestDatabase:
+        self.create_sync()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.drop_sync()
+
+    async def __aenter__(self) -> TestDatabase:
+        await self.create()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.drop()
+
     async def drop(self, *, template: bool = True) -> None:
-        """Dispose the engine and drop the database (and the template), unless ``reuse`` is set."""
+        """Dispose the engine and drop the database (and the template), unless ``reuse`` is set.
+
+        Pooled connections of event loops other than the running one are let go without awaiting
+        on their loop (see `harness.db.loops`)."""
         if self.engine is not None:
             await self.engine.dispose()
         if self.reuse or self.is_memory:

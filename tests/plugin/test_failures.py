@@ -35,7 +35,7 @@ def test_loop_scope_mismatch_is_a_start_up_error(harness_pytester: pytest.Pytest
     result.stderr.fnmatch_lines(
         [
             "ERROR: test_loop_scope_mismatch_is_a_start_up_error.py::test_in_session_loop runs in a 'session'-scoped "
-            "event loop, but harness's db_engine and db_session run in the 'function'-scoped loop of async fixtures, "
+            "event loop, but harness's db_session runs in the 'function'-scoped loop of async fixtures, "
             "and a database connection cannot move between event loops.",
             'Give fixtures and tests the same loop: set asyncio_default_fixture_loop_scope = "session" (and '
             'asyncio_default_test_loop_scope = "session") in your pytest configuration, or remove loop_scope from '
@@ -43,6 +43,35 @@ def test_loop_scope_mismatch_is_a_start_up_error(harness_pytester: pytest.Pytest
         ],
         consecutive=True,
     )
+
+
+def test_db_engine_alone_serves_tests_in_any_loop(harness_pytester: pytest.Pytester) -> None:
+    """The engine's pooled connections end with their loop, so tests that take only db_engine may
+    run in session and function loops in turn (asyncpg's connections are bound to a loop)."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import pytest
+        from sqlalchemy import text
+
+        async def one(db_engine):
+            async with db_engine.connect() as connection:
+                return (await connection.execute(text("SELECT 1"))).scalar_one()
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_session_loop(db_engine):
+            assert await one(db_engine) == 1
+
+        async def test_function_loop(db_engine):
+            assert await one(db_engine) == 1
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_session_loop_again(db_engine):
+            assert await one(db_engine) == 1
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
 
 
 def test_unreachable_server_stops_the_run_with_instructions(

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import logging
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, text
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from harness.db import TestDatabase
+from harness.db import TestDatabase, rollback_scope
 from harness.db.engines import trust
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
-from tests.models import Base
+from tests.models import Base, Campaign
 
 
 @pytest.fixture
@@ -298,3 +302,52 @@ def test_remote_server_is_refused_before_connecting() -> None:
     """The safety check runs before any connection to a non-loopback server."""
     with pytest.raises(UnsafeDatabaseError, match=r"^Refusing to use database server 'db\.example\.com'"):
         TestDatabase("postgresql://u@db.example.com/app")
+
+
+def test_sync_create_and_drop_work_inside_and_outside_a_running_loop(server_url: str) -> None:
+    """create_sync()/drop_sync() and `with TestDatabase(...)` are for set-up code that is not async
+    (a session fixture, setUpModule, a script), and work even where a loop is already running."""
+    with TestDatabase(server_url, schema=Base.metadata, name="sync_made") as database:
+        assert database.engine is not None
+        assert "campaigns" in asyncio.run(table_names(database))
+        path = None if database.is_postgres else Path(str(database.url.database))
+        if path is not None:
+            assert path.exists()
+    if path is not None:
+        assert not path.exists()  # dropped
+
+    async def inside_a_loop() -> None:
+        other = TestDatabase(server_url, schema=Base.metadata, name="sync_made_in_loop")
+        other.create_sync()  # a helper thread's loop: this one is not blocked from its own work
+        assert "campaigns" in await table_names(other)
+        other.drop_sync()
+
+    asyncio.run(inside_a_loop())
+
+
+def test_one_engine_serves_loop_after_loop_and_drops_without_a_logged_error(
+    server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg connections belong to the loop that opened them: a pooled one handed to the next loop
+    failed with "attached to a different loop", and drop() from a third logged tracebacks. Pools
+    now close with their loop; a loop closed by hand without shutting down is survived too."""
+    database = TestDatabase(server_url, schema=Base.metadata, name="many_loops")
+    engine = database.create_sync()
+
+    async def in_a_scope() -> int:
+        async with rollback_scope(engine) as session:
+            session.add(Campaign(name="spring"))
+            await session.flush()
+            return int(await session.scalar(select(func.count()).select_from(Campaign)) or 0)
+
+    with caplog.at_level(logging.WARNING):
+        assert [asyncio.run(in_a_scope()) for _ in range(3)] == [1, 1, 1]
+        with warnings.catch_warnings():  # the hand-closed loop's socket is left to the collector
+            warnings.simplefilter("ignore", ResourceWarning)
+            loop = asyncio.new_event_loop()
+            assert loop.run_until_complete(in_a_scope()) == 1
+            loop.close()  # no shutdown_asyncgens(): its connection stays in the pool
+            assert asyncio.run(in_a_scope()) == 1
+            gc.collect()
+        database.drop_sync()
+    assert [record.getMessage() for record in caplog.records] == []

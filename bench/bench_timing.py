@@ -75,7 +75,8 @@ def query_forever(stop: Any, url: str) -> None:
     from harness.db import TestDatabase
 
     async def main() -> None:
-        database = TestDatabase(url, name="bench_timing_load")
+        # A name per process: two benches at once must not drop each other's database.
+        database = TestDatabase(url, name=f"bench_timing_load_{os.getpid()}")
         engine = await database.create()
         try:
             async with engine.connect() as connection:
@@ -87,9 +88,23 @@ def query_forever(stop: Any, url: str) -> None:
     asyncio.run(main())
 
 
+class Load:
+    """The varying load while it runs: what it is, and a check that every part is still running."""
+
+    def __init__(self, workers: list[Any], described: list[str], stop: Any) -> None:
+        self.workers, self.described, self.stop = workers, described, stop
+
+    def check(self, when: str) -> None:
+        """Stop with an error if a part of the load died: a load that silently stopped would flatter the figures."""
+        if dead := [self.described[i] for i, worker in enumerate(self.workers) if not worker.is_alive()]:
+            self.stop.set()
+            msg = f"load generator(s) stopped {when}: {', '.join(dead)} (see the traceback above)"
+            raise SystemExit(msg)
+
+
 @contextlib.contextmanager
-def load(postgres_url: str | None) -> Iterator[list[str]]:
-    """The varying load, running while the block runs; yields a description of it."""
+def load(postgres_url: str | None) -> Iterator[Load]:
+    """The varying load, running while the block runs."""
     stop = multiprocessing.Event()
     workers = [
         multiprocessing.Process(target=spin_forever, args=(stop,), daemon=True),
@@ -102,17 +117,11 @@ def load(postgres_url: str | None) -> Iterator[list[str]]:
     for worker in workers:
         worker.start()
     time.sleep(1.0)
-
-    def check(when: str) -> None:  # a load that silently stopped would flatter the figures
-        if dead := [described[i] for i, worker in enumerate(workers) if not worker.is_alive()]:
-            stop.set()
-            msg = f"load generator(s) stopped {when}: {', '.join(dead)} (see the traceback above)"
-            raise SystemExit(msg)
-
+    running = Load(workers, described, stop)
     try:
-        check("at start")
-        yield described
-        check("during the trials")
+        running.check("at start")
+        yield running
+        running.check("during the trials")
     finally:
         stop.set()
         for worker in workers:
@@ -168,7 +177,7 @@ def main() -> None:
     false_failures = undecided_total = detected_total = detection_trials = 0
     previous_failures = previous_detected = 0
     started = time.perf_counter()
-    with load(args.postgres_url) as described:
+    with load(args.postgres_url) as running:
         for name, form in forms.items():
             outcomes, needed = [], []
             for n in range(trials + detections):
@@ -205,7 +214,7 @@ def main() -> None:
         "timing_trials": 2 * trials,
         "timing_detection_trials": detection_trials,
     }
-    print(f"load: {', '.join(described)}; {os.cpu_count()} cores; {elapsed:.0f} s of trials")
+    print(f"load: {', '.join(running.described)}; {os.cpu_count()} cores; {elapsed:.0f} s of trials")
     print_figures(
         figures,
         {

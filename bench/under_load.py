@@ -27,8 +27,8 @@ def main() -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
-    with load(args.postgres_url) as described:
-        print(f"load: {', '.join(described)}; {os.cpu_count()} cores", flush=True)
+    with load(args.postgres_url) as running:
+        print(f"load: {', '.join(running.described)}; {os.cpu_count()} cores", flush=True)
         for run in range(1, args.runs + 1):
             started = time.perf_counter()
             status = subprocess.call(command)
@@ -38,6 +38,7 @@ def main() -> int:
             )
             if status:
                 return status
+            running.check(f"during run {run}")
     return 0
 
 

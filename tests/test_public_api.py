@@ -36,11 +36,17 @@ def _documented_objects() -> list[object]:
     import re
     from pathlib import Path
 
-    page = (Path(__file__).parents[1] / "docs" / "pages" / "api.md").read_text()
+    lines = (Path(__file__).parents[1] / "docs" / "pages" / "api.md").read_text().splitlines()
     found: list[object] = []
-    for path, members in re.findall(
-        r"^::: ([\w.]+)\n(?:    options:\n      members: \[([^\]]*)\])?", page, re.M
-    ):
+    for number, line in enumerate(lines):
+        if not line.startswith("::: "):
+            continue
+        path = line.removeprefix("::: ").strip()
+        members: list[str] | None = None
+        if number + 1 < len(lines) and lines[number + 1].strip() == "options:":
+            listed = re.fullmatch(r"members: \[(.*)\]", lines[number + 2].strip())
+            assert listed is not None, f"api.md: {path}: options without a members list"
+            members = [name.strip() for name in listed.group(1).split(",")]
         try:
             module = importlib.import_module(path)
         except ImportError:  # the path names an object in a module
@@ -48,8 +54,7 @@ def _documented_objects() -> list[object]:
             found.append(getattr(importlib.import_module(module_name), name))
             continue
         everything = getattr(module, "__all__", [name for name in vars(module) if not name.startswith("_")])
-        names = [m.strip() for m in members.split(",") if m.strip()] if members else everything
-        found.extend(getattr(module, name) for name in names)
+        found.extend(getattr(module, name) for name in (members if members is not None else everything))
     return found
 
 
@@ -71,6 +76,14 @@ def test_the_plugin_uses_only_public_documented_names() -> None:
         for alias in node.names
     ]
     assert ("harness.db", "TestDatabase") in imported  # the check sees the plugin's imports
+    whole_modules = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.split(".")[0] == "harness"
+    ]
+    assert whole_modules == [], "import names, not modules, so that each one is checked below"
     private = [
         f"{module}.{name}" for module, name in imported if name not in importlib.import_module(module).__all__
     ]

@@ -55,6 +55,8 @@ class _AdoptedEngine(OptionEngineMixin, Engine):
 
     def raw_connection(self) -> PoolProxiedConnection:
         state = state_of(self)
+        if state.own_checkout:  # a scope opening its own connection: rollback_scope(app's sessionmaker)
+            return self.pool.connect()
         if state.scopes:
             return join(state)
         if state.commit_scopes:

@@ -174,7 +174,7 @@ class _JoiningPool(Pool):
         return super().connect()
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
-        if loops.foreign(connection):  # closing it would await on a loop that is not running here
+        if loops.opened_in_another_loop(connection):  # closing it would await on a loop not running here
             loops.drop(connection)
             return
         super()._close_connection(connection, terminate=terminate)

@@ -5,11 +5,14 @@ with "attached to a different loop", and closed from another loop it logs traceb
 change loops all the time (a loop per test, per class, a private loop that builds the database,
 `unittest.IsolatedAsyncioTestCase`), so harness ties the connections of its engines to their loop:
 
-- when a loop shuts down (``asyncio.run``, ``asyncio.Runner``, pytest-asyncio), the engine's pool
-  is disposed of inside it, while its connections can still be closed properly;
-- a pooled connection of a loop that ended without shutting down (a hand-closed loop) is not
-  handed out in another loop: the pool opens a new one instead, and drops the old one without
-  awaiting anything on its dead loop.
+- when a loop shuts down (``asyncio.run``, ``asyncio.Runner``, pytest-asyncio: they call
+  ``loop.shutdown_asyncgens()``), the engine's pool is disposed of inside it, while its connections
+  can still be closed properly (unless a connection is checked out, by another loop's scope: the
+  pool is kept, and the connections of this loop are dropped when next met);
+- a pooled connection of another loop is never handed out: the pool opens a new one instead, and
+  drops the old one without awaiting anything on its loop. A loop closed by hand without
+  ``shutdown_asyncgens()`` leaves its connections to the garbage collector, which warns
+  (``ResourceWarning``): close loops with ``asyncio.run()`` or ``asyncio.Runner``.
 
 SQLite's aiosqlite connections run in threads of their own and move between loops freely.
 """
@@ -25,25 +28,31 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.base import OptionEngineMixin
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.util import greenlet_spawn
 
-__all__ = ["drop", "foreign", "tie_to_loops"]
+__all__ = ["drop", "opened_in_another_loop", "tie_to_loops"]
 
 # The loop each live driver connection (asyncpg's, under SQLAlchemy's adapter) was opened in.
 _loop_of: WeakKeyDictionary[Any, weakref.ref[asyncio.AbstractEventLoop]] = WeakKeyDictionary()
-# Per loop, per engine: the async generator whose closing (at the loop's shutdown) disposes of the pool.
+# Per running loop, per engine: the async generator whose closing (at the loop's shutdown) disposes
+# of the pool. An entry goes when its loop shuts down or is found closed: a generator refers to its
+# loop (its finalizer hook), so an entry would otherwise keep its loop alive for good.
 _at_loop_end: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, AsyncGenerator[None, None]]] = (
     WeakKeyDictionary()
 )
 
 
 def tie_to_loops(engine: Engine) -> None:
-    """Dispose of ``engine``'s pool when a loop it connected in shuts down; never reuse a connection
-    of another loop. Once per engine (`prepare` calls it once per dialect: engines that share a pool
-    share its listeners). Nothing to do for aiosqlite, whose connections are not bound to a loop."""
+    """Dispose of ``engine``'s pool when a loop it connected in shuts down; never hand out a
+    connection of another loop. `prepare` calls it once per dialect: the engines that share a pool
+    (``execution_options()``, adopted app engines) share its listeners. Nothing to do for
+    aiosqlite, whose connections are not bound to a loop."""
     if engine.dialect.driver == "aiosqlite":
         return
+    while isinstance(engine, OptionEngineMixin):  # the engine that owns the pool
+        engine = engine._proxied
     engine_ref = weakref.ref(engine)
 
     def opened(dbapi_connection: Any, _record: Any) -> None:
@@ -53,15 +62,16 @@ def tie_to_loops(engine: Engine) -> None:
     event.listen(engine.pool, "checkout", _handed_out)
 
 
-def foreign(dbapi_connection: Any) -> bool:
+def opened_in_another_loop(dbapi_connection: Any) -> bool:
     """Whether ``dbapi_connection`` was opened in an event loop other than the running one."""
     opened_in = _loop_of.get(_driver(dbapi_connection))
-    loop = opened_in() if opened_in is not None else None
+    if opened_in is None:
+        return False
     try:
-        running = asyncio.get_running_loop()
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    return opened_in is not None and loop is not running
+    return opened_in() is not running
 
 
 def drop(dbapi_connection: Any) -> None:
@@ -81,11 +91,15 @@ def drop(dbapi_connection: Any) -> None:
 def _opened(dbapi_connection: Any, engine_ref: weakref.ref[Engine]) -> None:
     loop = asyncio.get_running_loop()
     _loop_of[_driver(dbapi_connection)] = weakref.ref(loop)
-    ends = _at_loop_end.setdefault(loop, {})
-    if engine_ref() is None or id(engine_ref) in ends:
+    if getattr(loop, "_asyncgens_shutdown_called", False):  # too late to hear of its end
         return
-    closer = _dispose_at_end(engine_ref)
-    ends[id(engine_ref)] = closer
+    for ended in [other for other in _at_loop_end if other.is_closed()]:  # closed by hand
+        del _at_loop_end[ended]
+    closers = _at_loop_end.setdefault(loop, {})
+    if engine_ref() is None or id(engine_ref) in closers:
+        return
+    closer = _dispose_at_end(engine_ref, weakref.ref(loop))
+    closers[id(engine_ref)] = closer
     # Iterating it once registers it with the loop, which closes it in shutdown_asyncgens().
     with contextlib.suppress(StopIteration):
         closer.__anext__().send(None)
@@ -96,16 +110,21 @@ def _driver(dbapi_connection: Any) -> Any:
 
 
 def _handed_out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-    if foreign(dbapi_connection):
+    if opened_in_another_loop(dbapi_connection):
         # The pool invalidates it (harness's pool drops it unawaited) and connects anew.
         msg = "connection opened in another event loop"
         raise DisconnectionError(msg)
 
 
-async def _dispose_at_end(engine_ref: weakref.ref[Engine]) -> AsyncGenerator[None, None]:
+async def _dispose_at_end(
+    engine_ref: weakref.ref[Engine], loop_ref: weakref.ref[asyncio.AbstractEventLoop]
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        if (loop := loop_ref()) is not None:
+            _at_loop_end.pop(loop, None)
         engine = engine_ref()
-        if engine is not None:
+        # A connection still checked out (another loop's scope) would be orphaned by a new pool.
+        if engine is not None and not getattr(engine.pool, "checkedout", lambda: 0)():
             await greenlet_spawn(engine.dispose)

@@ -193,7 +193,8 @@ class TestDatabase:
 
     def create_sync(self) -> AsyncEngine:
         """`create` for synchronous code: run on a private event loop in a helper thread, so it
-        works before any event loop exists, and inside a running one, alike."""
+        works before any event loop exists and inside a running one alike (whose thread it blocks
+        until the database is ready)."""
         return _run_aside(self.create())
 
     def drop_sync(self, *, template: bool = True) -> None:

@@ -277,6 +277,21 @@ async def test_the_adopted_engine_outside_a_scope_is_refused(engine: AsyncEngine
     assert await count(engine) == 0
 
 
+async def test_a_scope_on_the_apps_own_sessionmaker_works_on_the_test_database(
+    engine: AsyncEngine, app: App
+) -> None:
+    """rollback_scope(app.SessionLocal): the app's sessionmaker, bound to its adopted engine, gives
+    the scope its engine and settings; the scope's rows vanish and the app's database is untouched."""
+    with adopt_engines(app.engine, test_engine=engine):
+        async with rollback_scope(app.SessionLocal) as session:
+            session.add(Campaign(name="spring"))
+            await session.commit()
+            assert await session.scalar(select(func.count()).select_from(Campaign)) == 1
+            assert session.sync_session.expire_on_commit is False  # the app's setting
+        assert await count(engine) == 0
+    assert not app.dev_path.exists()
+
+
 async def test_autocommit_on_a_joined_connection_is_refused(engine: AsyncEngine) -> None:
     """AUTOCOMMIT would commit each statement past the rollback: refused, pointing at real commits."""
     async with rollback_scope(engine):

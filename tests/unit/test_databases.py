@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import warnings
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -318,7 +319,7 @@ def test_sync_create_and_drop_work_inside_and_outside_a_running_loop(server_url:
 
     async def inside_a_loop() -> None:
         other = TestDatabase(server_url, schema=Base.metadata, name="sync_made_in_loop")
-        other.create_sync()  # a helper thread's loop: this one is not blocked from its own work
+        other.create_sync()  # on a helper thread's loop (blocking this one meanwhile), not on this one
         assert "campaigns" in await table_names(other)
         other.drop_sync()
 
@@ -340,8 +341,30 @@ def test_one_engine_serves_loop_after_loop_and_drops_without_a_logged_error(
             await session.flush()
             return int(await session.scalar(select(func.count()).select_from(Campaign)) or 0)
 
+    async def sessions_on_the_server() -> int:  # harness's connections to the database, seen by the server
+        admin = create_async_engine(database.server_url.set(database="postgres"), poolclass=NullPool)
+        trust(admin)
+        async with admin.connect() as connection:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :name AND application_name = 'harness'"
+            )
+            count = await connection.scalar(text(query), {"name": database.name})
+        await admin.dispose()
+        return int(count or 0)
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def remember_the_loop() -> int:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return await in_a_scope()
+
     with caplog.at_level(logging.WARNING):
-        assert [asyncio.run(in_a_scope()) for _ in range(3)] == [1, 1, 1]
+        assert [asyncio.run(remember_the_loop()) for _ in range(3)] == [1, 1, 1]
+        gc.collect()
+        # Ended loops are not kept alive (a SQLite pool's queue may still name the latest one).
+        assert [loop() for loop in loops[:2]] == [None, None]
+        if database.is_postgres:
+            assert asyncio.run(sessions_on_the_server()) == 0  # each loop closed its connections
         with warnings.catch_warnings():  # the hand-closed loop's socket is left to the collector
             warnings.simplefilter("ignore", ResourceWarning)
             loop = asyncio.new_event_loop()

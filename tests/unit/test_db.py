@@ -1179,5 +1179,18 @@ async def test_a_sessionmaker_bound_to_the_test_engine_can_be_the_scope_itself(
         await session.commit()
         assert session.sync_session.expire_on_commit is True
     await assert_clean(db_engine)
-    with pytest.raises(ScopeError, match=re.escape("rollback_scope(engine, sessionmaker=Session)")):
+    with pytest.raises(ScopeError) as unbound:
         rollback_scope(async_sessionmaker())
+    assert str(unbound.value) == (
+        "rollback_scope() was given an async_sessionmaker that is not bound to an AsyncEngine. Pass the test "
+        "engine and the sessionmaker to copy its settings from: rollback_scope(engine, sessionmaker=Session)."
+    )
+    with pytest.raises(TypeError) as twice:
+        commit_scope(bound, sessionmaker=bound)
+    assert (
+        str(twice.value)
+        == "commit_scope() got a sessionmaker twice: pass the engine first, then sessionmaker=..."
+    )
+    with pytest.raises(TypeError) as not_a_maker:
+        rollback_scope(db_engine, sessionmaker=AsyncSession)  # type: ignore[arg-type]
+    assert str(not_a_maker.value) == "rollback_scope(sessionmaker=...) takes an async_sessionmaker, got type."

@@ -499,9 +499,18 @@ def _scope_session_class(base: type[Session]) -> type[Session]:
     return _scope_session_classes[base]
 
 
-def settings_of(maker: async_sessionmaker[Any], made_by: str) -> tuple[AsyncEngine | None, dict[str, Any]]:
-    """The engine an `async_sessionmaker` is bound to (or None) and the settings of its sessions
-    (``expire_on_commit``, ``autoflush``, ``info``, its session classes...), for a scope's sessions."""
+def engine_and_settings(
+    bind: Any, sessionmaker: async_sessionmaker[Any] | None, session_options: dict[str, Any], made_by: str
+) -> tuple[Any, dict[str, Any]]:
+    """What a scope function was given, as (engine or session, session options). A sessionmaker,
+    as ``bind`` or ``sessionmaker=``, gives its sessions' settings (``expire_on_commit``,
+    ``autoflush``, ``info``, its session classes); options given outright win."""
+    maker = bind if isinstance(bind, async_sessionmaker) else sessionmaker
+    if maker is None:
+        return bind, dict(session_options)
+    if maker is bind and sessionmaker is not None:
+        msg = f"{made_by}() got a sessionmaker twice: pass the engine first, then sessionmaker=..."
+        raise TypeError(msg)
     if not isinstance(maker, async_sessionmaker):  # untyped callers
         msg = f"{made_by}(sessionmaker=...) takes an async_sessionmaker, got {type(maker).__name__}."  # type: ignore[unreachable]
         raise TypeError(msg)
@@ -512,31 +521,15 @@ def settings_of(maker: async_sessionmaker[Any], made_by: str) -> tuple[AsyncEngi
         settings["class_"] = maker.class_
     if "info" in settings:  # each session gets its own copy, as the sessionmaker gives it
         settings["info"] = dict(settings["info"])
-    bind = maker.kw.get("bind")
-    return (bind if isinstance(bind, AsyncEngine) else None), settings
-
-
-def engine_and_settings(
-    bind: Any, sessionmaker: async_sessionmaker[Any] | None, session_options: dict[str, Any], made_by: str
-) -> tuple[Any, dict[str, Any]]:
-    """What a scope function was given, as (engine or session, session options): a sessionmaker,
-    as ``bind`` or ``sessionmaker=``, gives its settings; options given outright win."""
-    if isinstance(bind, async_sessionmaker):
-        if sessionmaker is not None:
-            msg = f"{made_by}() got a sessionmaker twice: pass the engine first, then sessionmaker=..."
-            raise TypeError(msg)
-        engine, settings = settings_of(bind, made_by)
-        if engine is None:
+    if maker is bind:
+        bind = maker.kw.get("bind")
+        if not isinstance(bind, AsyncEngine):
             msg = (
                 f"{made_by}() was given an async_sessionmaker that is not bound to an AsyncEngine. Pass the test "
                 f"engine and the sessionmaker to copy its settings from: {made_by}(engine, sessionmaker=Session)."
             )
             raise ScopeError(msg)
-        return engine, {**settings, **session_options}
-    if sessionmaker is not None:
-        _, settings = settings_of(sessionmaker, made_by)
-        return bind, {**settings, **session_options}
-    return bind, dict(session_options)
+    return bind, {**settings, **session_options}
 
 
 @event.listens_for(_ScopeSession, "after_transaction_create")

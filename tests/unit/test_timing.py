@@ -260,6 +260,17 @@ def test_a_slower_machine_gets_room_for_computing_only(monkeypatch: pytest.Monke
         assert_runs_within(lambda: time.sleep(0.004), 0.002, max_time=2)
 
 
+def test_a_calibration_taken_while_busy_does_not_hide_a_slowdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's calibration says 4x slower (the machine was busy at start-up); it is not now. Three
+    reference workloads against a budget of 1.2 fit at 4x, so the first look alone would pass them:
+    the reference workload re-timed shows today's speed, and the budget is judged at it."""
+    quiet = min(timing.calibrate(25).reference for _ in range(3))
+    monkeypatch.setattr(timing, "REFERENCE_SECONDS", quiet)  # this machine is the reference machine
+    monkeypatch.setattr(timing, "_machine", Calibration(4 * quiet))
+    with pytest.raises(AssertionError, match=r"is over its budget of .*\(\d+ of \d+ over the budget\)"):
+        assert_runs_within(lambda: compute(3), 1.2 * quiet, max_time=5)
+
+
 def test_a_machine_too_noisy_to_tell_passes_with_a_warning_or_fails_when_told(
     monkeypatch: pytest.MonkeyPatch, reference_machine: None
 ) -> None:

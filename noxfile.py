@@ -39,13 +39,13 @@ def postgres_server(session: nox.Session) -> Iterator[str]:
     if url := os.environ.get("HARNESS_POSTGRES_URL"):
         yield url
         return
+    # Its progress (an apt install, initdb, the start) shows as it happens; stdout is the URL.
     started = subprocess.run(
-        [sys.executable, POSTGRES_SCRIPT, "start"], capture_output=True, text=True, check=False
+        [sys.executable, POSTGRES_SCRIPT, "start"], stdout=subprocess.PIPE, text=True, check=False
     )
     if started.returncode != 0:
         session.error(
-            "PostgreSQL is needed for this session and could not be started:\n"
-            f"{started.stdout}{started.stderr}\n"
+            "PostgreSQL is needed for this session and could not be started (its output is above).\n"
             f"Start one with `python {POSTGRES_SCRIPT} start` and export HARNESS_POSTGRES_URL=<the URL it prints>."
         )
     try:
@@ -122,8 +122,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site; warnings are errors."""
+    """Check that every page shows its tested code, and build the documentation site; warnings are errors."""
     install(session, "docs")
+    session.run("python", os.path.join("docs", "snippets.py"), "--check")  # pages show their tested code
     session.run(
         "mkdocs",
         "build",

@@ -38,14 +38,22 @@ def _bindir() -> Path:
         if candidate and (Path(candidate) / "initdb").exists():
             return Path(candidate)
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("postgres.py: no PostgreSQL server found; installing Debian's postgresql", file=sys.stderr)
+        _say("no PostgreSQL server found; installing Debian's postgresql with apt (a minute or two)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env)
+        # apt's output goes with the progress, to stderr: stdout is for the URL alone.
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=sys.stderr)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env, stdout=sys.stderr
+        )
         return _bindir()
     sys.exit(
         "postgres.py: no PostgreSQL server binaries (initdb) found. Install them (Debian: apt-get install postgresql) and run again."
     )
+
+
+def _say(line: str) -> None:
+    # Progress goes to stderr: stdout carries only the URL, for scripts to read.
+    print(f"postgres.py: {line}", file=sys.stderr, flush=True)
 
 
 def _free_port() -> int:
@@ -102,8 +110,10 @@ def start() -> str:
         "--locale=C",
         "--no-sync",
     ]
+    _say(f"creating a throwaway cluster in {root} ({bindir})")
     subprocess.run(_as_cluster_user(initdb), check=True, capture_output=True)
     port = _free_port()
+    _say(f"starting the server on 127.0.0.1:{port}")
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     pg_ctl = [
         str(bindir / "pg_ctl"),
@@ -123,6 +133,7 @@ def start() -> str:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
         sys.exit(f"postgres.py: the server did not start:\n{result.stdout}{result.stderr}{log}")
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    _say(f"ready: {url} (`python .ci/postgres.py stop` stops it and deletes its files)")
     STATE_FILE.parent.mkdir(exist_ok=True)
     STATE_FILE.write_text(
         json.dumps({"url": url, "datadir": str(datadir), "root": str(root), "bindir": str(bindir)})

@@ -68,7 +68,7 @@ from harness.timing import (
 )
 from harness.webhooks import SignedWebhook
 
-__version__ = version("harness")
+__version__ = version("pytest-async-harness")
 
 __all__ = [  # membership is pinned by tests/test_public_api.py
     "AppClient",

@@ -117,11 +117,13 @@ class Reply:
     request's read timeout raises `httpx.ReadTimeout`, as a slow server would. `moves_to` sets the
     API's scenario `state` once this reply is given.
 
-    Usage::
+    Usage:
 
-        sms.send_message.respond(503, 503, Reply(201, json={"id": "msg_1"}))
-        sms.send_message.respond(Reply.rate_limited(retry_after=30), 201)
-        sms.get_status.respond(json={"status": "queued"}, moves_to="delivered")
+    ```python
+    sms.send_message.respond(503, 503, Reply(201, json={"id": "msg_1"}))
+    sms.send_message.respond(Reply.rate_limited(retry_after=30), 201)
+    sms.get_status.respond(json={"status": "queued"}, moves_to="delivered")
+    ```
     """
 
     def __init__(
@@ -262,9 +264,11 @@ class Reply:
         For an answer that depends on the request (an id per call, an echo of the body).
         `respond()` takes such a callable, or an `httpx.Response`, directly.
 
-        Usage::
+        Usage:
 
-            sms.send_message.respond(lambda request: Reply(201, json={"id": f"msg_{next(ids)}"}))
+        ```python
+        sms.send_message.respond(lambda request: Reply(201, json={"id": f"msg_{next(ids)}"}))
+        ```
         """
         _check(callable(answer), f"Reply.computed() takes a callable of the request, got {answer!r}.")
         reply = cls()
@@ -478,11 +482,13 @@ def endpoint(
     `match_json`, whose headers contain `match_headers`. `required=True` fails a test that never
     calls it; otherwise a declared route may go uncalled until a test configures it.
 
-    Usage::
+    Usage:
 
-        class SmsApi(MockApi):
-            base_url = "https://api.sms.test/v1"
-            send_message = endpoint("POST", "/messages", status=201, json={"id": "msg_1"})
+    ```python
+    class SmsApi(MockApi):
+        base_url = "https://api.sms.test/v1"
+        send_message = endpoint("POST", "/messages", status=201, json={"id": "msg_1"})
+    ```
     """
     reply = Reply(status, json=json, text=text, content=content, headers=headers, delay=delay)
     return Endpoint(
@@ -665,11 +671,13 @@ class MockRoute:
         `when="delivered"` sets the replies used while the API's scenario state is "delivered";
         other states keep the route's general replies.
 
-        Usage::
+        Usage:
 
-            sms.send_message.respond(503, 503, Reply(201, json={"id": "msg_1"}))
-            sms.send_message.respond(201, json={"id": "msg_1"}, moves_to="sent")
-            sms.get_status.respond(json={"status": "delivered"}, when="sent")
+        ```python
+        sms.send_message.respond(503, 503, Reply(201, json={"id": "msg_1"}))
+        sms.send_message.respond(201, json={"id": "msg_1"}, moves_to="sent")
+        sms.get_status.respond(json={"status": "delivered"}, when="sent")
+        ```
         """
         self._plans[when] = _replies(replies, reply, self.endpoint.reply)
         self._given.pop(when, None)
@@ -858,16 +866,18 @@ class MockApi:
     `state` is the scenario state ("started" at entry) that replies move with `moves_to=` and that
     routes answer by with `respond(..., when=state)`.
 
-    Usage::
+    Usage:
 
-        class SmsApi(MockApi):
-            base_url = "https://api.sms.test/v1"
-            send_message = endpoint("POST", "/messages", status=201, json={"id": "msg_1"})
+    ```python
+    class SmsApi(MockApi):
+        base_url = "https://api.sms.test/v1"
+        send_message = endpoint("POST", "/messages", status=201, json={"id": "msg_1"})
 
-        async with SmsApi() as sms:
-            sms.send_message.respond(503, 201)
-            ...
-            sms.send_message.assert_called_times(2)
+    async with SmsApi() as sms:
+        sms.send_message.respond(503, 201)
+        ...
+        sms.send_message.assert_called_times(2)
+    ```
     """
 
     base_url: ClassVar[str] = ""

@@ -249,7 +249,7 @@ class _TimeMachine:
         except ImportError:
             msg = (
                 "The 'time-machine' clock backend needs the time-machine package: "
-                "`pip install 'harness[time-machine]'`, or use backend='freezegun'."
+                "`pip install 'pytest-async-harness[time-machine]'`, or use backend='freezegun'."
             )
             raise ClockError(msg) from None
         # time-machine sets TZ from the destination's zone: UTC (or the tz_offset as an Etc/GMT
@@ -670,11 +670,13 @@ _recorders: list[list[Clock]] = []
 def recording_clocks() -> Iterator[list[Clock]]:
     """Collect the clocks started inside the block, in the order they started (stopped or not).
 
-    Usage::
+    Usage:
 
-        with recording_clocks() as started:
-            run_the_test()
-        left_running = [clock for clock in started if clock in running_clocks()]
+    ```python
+    with recording_clocks() as started:
+        run_the_test()
+    left_running = [clock for clock in started if clock in running_clocks()]
+    ```
     """
     started: list[Clock] = []
     _recorders.append(started)

@@ -76,11 +76,13 @@ class BlockedConnection:
     for `sendto` and `sendmsg`. `port` is None when the caller gave none, or a service name other
     than "http" and "https".
 
-    Usage::
+    Usage:
 
-        with block_network() as guard:
-            ...
-        assert [str(attempt) for attempt in guard.blocked] == ["api.example.com:443"]
+    ```python
+    with block_network() as guard:
+        ...
+    assert [str(attempt) for attempt in guard.blocked] == ["api.example.com:443"]
+    ```
     """
 
     host: str
@@ -101,11 +103,13 @@ class NetworkGuard:
     `blocked` list of the innermost guard only, so a test that expects a refusal under an outer
     guard (the plugin's) opens a guard of its own and leaves the outer one clean.
 
-    Usage::
+    Usage:
 
-        with block_network(allow=["db.internal"]) as guard:
-            await service.sync()
-        guard.assert_nothing_blocked()
+    ```python
+    with block_network(allow=["db.internal"]) as guard:
+        await service.sync()
+    guard.assert_nothing_blocked()
+    ```
     """
 
     def __init__(self, allow: Iterable[str] = ()) -> None:
@@ -125,9 +129,11 @@ class NetworkGuard:
     def admit(self, *entries: str) -> None:
         """Allow more hosts, IP addresses or CIDR networks, from now on (the guard may be on).
 
-        Usage::
+        Usage:
 
-            guard.admit("db.internal")   # the test database's server, known once its URL is
+        ```python
+        guard.admit("db.internal")   # the test database's server, known once its URL is
+        ```
         """
         rules = [_parse_rule(entry) for entry in entries]
         self._names |= {rule for rule in rules if isinstance(rule, str)}
@@ -140,11 +146,13 @@ class NetworkGuard:
         Code under test that catches `Exception` hides the error the guard raised; this brings it
         back, one `- host:port` line per destination.
 
-        Usage::
+        Usage:
 
-            with block_network() as guard:
-                await service.sync()   # says "offline mode" instead of raising
-            guard.assert_nothing_blocked()
+        ```python
+        with block_network() as guard:
+            await service.sync()   # says "offline mode" instead of raising
+        guard.assert_nothing_blocked()
+        ```
         """
         __tracebackhide__ = True
         if not self.blocked:
@@ -192,10 +200,12 @@ def block_network(*, allow: Iterable[str] = ()) -> NetworkGuard:
     "eu.api.example.com"), IP addresses ("10.0.0.5", "::1") and CIDR networks ("10.0.0.0/8").
     Entries take no port and no scheme: an allowed host is allowed on every port.
 
-    Usage::
+    Usage:
 
-        with block_network(allow=["db.internal", "10.0.0.0/8"]):
-            requests.get("https://api.example.com")   # raises NetworkBlockedError
+    ```python
+    with block_network(allow=["db.internal", "10.0.0.0/8"]):
+        requests.get("https://api.example.com")   # raises NetworkBlockedError
+    ```
     """
     return NetworkGuard(allow)
 

@@ -90,7 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--harness-database-url",
         help="Server (PostgreSQL) or file (SQLite) URL the test database is derived from. "
-        "Default: the harness_database_url ini key, then $HARNESS_DATABASE_URL, then a SQLite file per worker.",
+        "Default: $HARNESS_DATABASE_URL, then the harness_database_url ini key, then a SQLite file per worker.",
     )
     group.addoption(
         "--harness-reuse-db",
@@ -210,11 +210,10 @@ def pytest_configure(config: pytest.Config) -> None:
         + ", ".join(CATEGORIES)
         + ", or one added with the harness_categories ini key.",
     )
-    url = config.getoption("harness_database_url") or config.getini("harness_database_url")
     with contextlib.suppress(HarnessError):  # a bad URL is reported when the database is built
         # The driver is imported now, before any clock freezes: asyncpg imported under freezegun
         # fails on its fake datetime class.
-        normalize_url(url or os.environ.get("HARNESS_DATABASE_URL"))
+        normalize_url(_database_url(config)[0])
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     if (path := config.getoption("harness_summary")) and not workerinput:  # xdist: the controller writes it
         summary = RunSummary(path, config.getoption("harness_summary_compare"))
@@ -245,11 +244,49 @@ def _randomly_reseeds(config: pytest.Config) -> bool:
     return config.pluginmanager.hasplugin("randomly") and bool(config.getoption("randomly_reset_seed", True))
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     if _randomly_reseeds(config):
-        return "harness: factory data seeded by pytest-randomly (replay with its --randomly-seed)"
-    seed = config.stash[_SEED]
-    return f"harness: factory data seed {seed} (replay with --harness-seed={seed})"
+        seeded = "harness: factory data seeded by pytest-randomly (replay with its --randomly-seed)"
+    else:
+        seed = config.stash[_SEED]
+        seeded = f"harness: factory data seed {seed} (replay with --harness-seed={seed})"
+    return [_database_line(config), seeded]
+
+
+def _database_url(config: pytest.Config) -> tuple[str | None, str]:
+    """The URL test databases are derived from, and where it came from.
+
+    The first that is set wins: the --harness-database-url option, $HARNESS_DATABASE_URL, the
+    harness_database_url ini key. None: an embedded SQLite file per worker.
+    """
+    if url := config.getoption("harness_database_url"):
+        return str(url), "URL from --harness-database-url"
+    if url := os.environ.get("HARNESS_DATABASE_URL"):
+        return url, "URL from $HARNESS_DATABASE_URL"
+    if url := config.getini("harness_database_url"):
+        ini = config.inipath.name if config.inipath else "the ini file"
+        return str(url), f"URL from harness_database_url in {ini}"
+    return None, (
+        "embedded SQLite: no URL given (--harness-database-url, $HARNESS_DATABASE_URL or the "
+        "harness_database_url ini key)"
+    )
+
+
+def _database_line(config: pytest.Config) -> str:
+    url, source = _database_url(config)
+    try:
+        database = TestDatabase(
+            url,
+            name=config.getini("harness_database_name") or _default_name(config, url),
+            allow_remote=bool(config.getini("harness_allow_remote_database")),
+        )
+    except HarnessError as error:  # the run stops on it with the whole message when the database is built
+        return f"harness: test database refused ({source}): {str(error).splitlines()[0]}"
+    where = database.url.render_as_string(hide_password=True)
+    workers = (
+        ", with _gw0, _gw1, … added per xdist worker" if getattr(config.option, "numprocesses", None) else ""
+    )
+    return f"harness: test database {where}{workers}; {source}"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -300,6 +337,8 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
         )
     _refuse_async_fixtures_in_plain_tests(item)
     uses_database = base_class or bool({"db_engine", "db_session", "app_client"} & set(fixturenames or ()))
+    if uses_database or "clock" in (fixturenames or ()):
+        _refuse_async_tests_nothing_runs(item)
     if uses_database and fixturenames is not None and "clock" in fixturenames:
         # Built before time freezes: a driver imported under freezegun sees its fake datetime, and
         # class data would depend on which test of the class came first.
@@ -339,6 +378,26 @@ def _refuse_async_fixtures_in_plain_tests(item: pytest.Item) -> None:
         )
 
 
+_STRICT_MODE = """\
+{name} is an async def test that nothing would run: pytest-asyncio is in its strict mode (the default), \
+where it runs only tests marked @pytest.mark.asyncio, and pytest's own message would ask you to install it.
+Let pytest-asyncio run every async test, as harness's quick start does, in your pytest configuration:
+    asyncio_mode = auto
+    asyncio_default_fixture_loop_scope = session
+    asyncio_default_test_loop_scope = session
+or mark the test @pytest.mark.asyncio."""
+
+
+def _refuse_async_tests_nothing_runs(item: pytest.Item) -> None:
+    # Coroutine tests that no plugin takes (pytest-asyncio's strict mode without its marker) fail
+    # with pytest's advice to install an async plugin, which is installed; anyio's and trio's run them.
+    if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        return
+    if any(item.get_closest_marker(name) for name in ("asyncio", "anyio", "trio")):
+        return
+    item.stash[_REFUSED] = _STRICT_MODE.format(name=item.name)
+
+
 def _database_guard(item: pytest.Item) -> DatabaseGuard | None:
     marker = item.get_closest_marker("allow_database")
     if not item.config.getini("harness_block_databases") or (marker is not None and not marker.args):
@@ -351,8 +410,7 @@ def _network_guard(item: pytest.Item) -> NetworkGuard | None:
     if not item.config.getini("harness_block_network") or (marker is not None and not marker.args):
         return None
     allowed = [str(host) for host in marker.args] if marker else []
-    url = item.config.getoption("harness_database_url") or item.config.getini("harness_database_url")
-    url = url or os.environ.get("HARNESS_DATABASE_URL")
+    url, _ = _database_url(item.config)
     if url and (host := make_url(url).host):
         allowed.append(host)  # a database server the user allowed (harness_allow_remote_database)
     if host := item.config.stash.get(_DATABASE_HOST, None):
@@ -455,12 +513,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def harness_database_url(pytestconfig: pytest.Config) -> str | None:
     """The URL the test database is derived from; None means a SQLite file per worker."""
-    url = (
-        pytestconfig.getoption("--harness-database-url")
-        or pytestconfig.getini("harness_database_url")
-        or os.environ.get("HARNESS_DATABASE_URL")
-    )
-    return str(url) if url else None
+    return _database_url(pytestconfig)[0]
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ polyfactory's own async persistence commits by default (escaping the test's roll
 integer primary keys with random numbers, which collide within a batch. Subclassing this module's
 `SQLAlchemyFactory` instead keeps polyfactory's declarations and changes only that: creation adds
 the objects to the test's session and flushes, never commits, and leaves the keys that the
-database or SQLAlchemy makes to them. Needs the ``polyfactory`` extra (``pip install
-harness[polyfactory]``).
+database or SQLAlchemy makes to them. Needs the `polyfactory` extra
+(`pip install 'pytest-async-harness[polyfactory]'`).
 """
 
 from __future__ import annotations

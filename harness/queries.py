@@ -118,11 +118,13 @@ def _engine_of(bind: Bind) -> Engine:
 def capture_queries(bind: Bind) -> Iterator[QueryLog]:
     """Record every statement run through ``bind``'s engine inside the block.
 
-    Usage::
+    Usage:
 
-        with capture_queries(session) as log:
-            await service.list_campaigns()
-        assert log.count == 1, str(log)
+    ```python
+    with capture_queries(session) as log:
+        await service.list_campaigns()
+    assert log.count == 1, str(log)
+    ```
     """
     engine, log = _engine_of(bind), QueryLog()
 
@@ -171,10 +173,12 @@ class _QueryBudget:
 def assert_num_queries(bind: Bind, expected: int) -> AbstractContextManager[QueryLog]:
     """Fail unless the block runs exactly ``expected`` statements; the message lists them.
 
-    Usage::
+    Usage:
 
-        with assert_num_queries(session, 2):
-            await service.list_campaigns()
+    ```python
+    with assert_num_queries(session, 2):
+        await service.list_campaigns()
+    ```
     """
     return _QueryBudget(bind, expected, exact=True)
 
@@ -182,10 +186,12 @@ def assert_num_queries(bind: Bind, expected: int) -> AbstractContextManager[Quer
 def assert_max_queries(bind: Bind, maximum: int) -> AbstractContextManager[QueryLog]:
     """Fail if the block runs more than ``maximum`` statements; the message lists them.
 
-    Usage::
+    Usage:
 
-        with assert_max_queries(session, 2):
-            await service.list_campaigns()
+    ```python
+    with assert_max_queries(session, 2):
+        await service.list_campaigns()
+    ```
     """
     return _QueryBudget(bind, maximum, exact=False)
 
@@ -204,13 +210,15 @@ async def assert_no_n_plus_one(
     counted. Equal counts pass; a count that grows with the size is an N+1 pattern and fails
     with both query lists. Returns the two logs.
 
-    Usage::
+    Usage:
 
-        async def add_campaigns(session, n):
-            session.add_all(Campaign(name=f"c{i}", contacts=[Contact()]) for i in range(n))
-            await session.flush()
+    ```python
+    async def add_campaigns(session, n):
+        session.add_all(Campaign(name=f"c{i}", contacts=[Contact()]) for i in range(n))
+        await session.flush()
 
-        await assert_no_n_plus_one(db_session, add_campaigns, lambda s: list_campaigns(s))
+    await assert_no_n_plus_one(db_session, add_campaigns, lambda s: list_campaigns(s))
+    ```
     """
     __tracebackhide__ = True
     small, large = sizes

@@ -26,11 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import InstanceState
 
 from harness import plugin
+from harness._where import shown_as
 from harness.apis import MockApi
 from harness.client import AppClient
 from harness.clock import Clock
 from harness.db import EngineAdoption, RollbackScope, TestDatabase, commit_scope, rollback_scope
-from harness.exceptions import ScopeError
+from harness.exceptions import MockApiError, ScopeError
 from harness.queries import QueryLog, assert_max_queries, assert_num_queries
 from harness.timing import assert_completes_within, assert_not_slower_than, assert_runs_within, measure
 
@@ -116,19 +117,21 @@ class IntegrationTest:
     ``asyncio_default_fixture_loop_scope`` and ``asyncio_default_test_loop_scope`` to ``session``
     (or ``class``).
 
-    Usage::
+    Usage:
 
-        class TestCampaigns(IntegrationTest):
-            mock_apis = (SmsApi,)
+    ```python
+    class TestCampaigns(IntegrationTest):
+        mock_apis = (SmsApi,)
 
-            @classmethod
-            async def setup_class_data(cls, session: AsyncSession) -> None:
-                cls.campaign = await CampaignFactory.create(contacts=10)
+        @classmethod
+        async def setup_class_data(cls, session: AsyncSession) -> None:
+            cls.campaign = await CampaignFactory.create(contacts=10)
 
-            async def test_send(self) -> None:
-                response = await self.client.post(f"/api/campaigns/{self.campaign.id}/send")
-                assert response.status_code == 202
-                self.api(SmsApi).send_message.assert_called_times(10)
+        async def test_send(self) -> None:
+            response = await self.client.post(f"/api/campaigns/{self.campaign.id}/send")
+            assert response.status_code == 202
+            self.api(SmsApi).send_message.assert_called_times(10)
+    ```
     """
 
     real_commits: ClassVar[bool] = False
@@ -204,8 +207,7 @@ class IntegrationTest:
                 f"e.g. `mock_apis = ({api_class.__name__},)`."
             )
             raise LookupError(msg)
-        assert isinstance(mock, api_class)
-        return mock
+        return _checked_mock(mock, api_class)
 
     def assert_max_queries(self, maximum: int) -> AbstractContextManager[QueryLog]:
         """`harness.assert_max_queries` on the test's session."""
@@ -291,7 +293,7 @@ class IntegrationTest:
         for api_class in self.mock_apis:  # before the app client: its lifespan may call them
             fixture = plugin.api_fixture_name(api_class)
             with contextlib.suppress(pytest.FixtureLookupError):  # a registered fixture: the test's own mock
-                self._apis[api_class] = request.getfixturevalue(fixture)
+                self._apis[api_class] = _checked_mock(request.getfixturevalue(fixture), api_class)
             if api_class not in self._apis:
                 self._apis[api_class] = api_class().start()
                 started.append(self._apis[api_class])
@@ -339,3 +341,22 @@ class RealCommitsTest(IntegrationTest):
 def _check_plugin(request: pytest.FixtureRequest) -> None:
     if not request.config.pluginmanager.is_registered(plugin):
         raise pytest.UsageError(_NO_PLUGIN.format(cls=request.cls.__name__ if request.cls else "This class"))
+
+
+def _checked_mock(mock: MockApi, api_class: type[A]) -> A:
+    """`mock`, if it is an `api_class`; else the class exists twice, and the error says why."""
+    if isinstance(mock, api_class):
+        return mock
+    mocked = type(mock)
+    msg = (
+        f"{api_class.__name__} exists twice: the `{plugin.api_fixture_name(mocked)}` fixture mocks "
+        f"{_where(mocked)}, and the test names {_where(api_class)}. A MockApi defined in conftest.py and "
+        "imported from a test module is imported twice (pytest imports conftest.py under a module name "
+        f"of its own). Define {api_class.__name__} in a module of its own, such as tests/mocks.py, and "
+        "import it from there in conftest.py and in the tests."
+    )
+    raise MockApiError(msg)
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__} ({shown_as(inspect.getsourcefile(cls) or '?')})"

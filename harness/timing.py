@@ -790,9 +790,11 @@ def assert_runs_within(
     ("pass", with a TimingUndecidedWarning, or "fail"; default $HARNESS_TIMING_UNDECIDED, else
     "pass") decides. Returns the samples; await it when `fn` is async.
 
-    Usage::
+    Usage:
 
-        await assert_runs_within(lambda: client.get("/api/campaigns"), 0.2)
+    ```python
+    await assert_runs_within(lambda: client.get("/api/campaigns"), 0.2)
+    ```
     """
     _check_positive(budget, "budget", "a positive number of seconds, such as 0.2")
     _check_statistic(statistic)
@@ -851,10 +853,12 @@ def assert_not_slower_than(
     TimingWarning says so when their CPU shares differ. Returns (fn's Timing, baseline's Timing);
     await it for async functions.
 
-    Usage::
+    Usage:
 
-        await assert_not_slower_than(lambda: client.get("/api/campaigns?limit=50"),
-                                     lambda: client.get("/api/campaigns?limit=1"), factor=3)
+    ```python
+    await assert_not_slower_than(lambda: client.get("/api/campaigns?limit=50"),
+                                 lambda: client.get("/api/campaigns?limit=1"), factor=3)
+    ```
     """
     _check_positive(factor, "factor", "a positive number, such as 1.5")
     _check_statistic(statistic)

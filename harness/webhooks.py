@@ -62,10 +62,12 @@ class SignedWebhook:
     `signature_header` and `signature_prefix` tell `tampered()` where the signature of a
     `generic()` scheme is (the other signers' headers it knows).
 
-    Usage::
+    Usage:
 
-        signed = webhooks.github({"zen": "Design for failure."}, "s3cret", event="ping")
-        response = await signed.post(client, "/hooks/github")
+    ```python
+    signed = webhooks.github({"zen": "Design for failure."}, "s3cret", event="ping")
+    response = await signed.post(client, "/hooks/github")
+    ```
     """
 
     body: bytes
@@ -80,9 +82,11 @@ class SignedWebhook:
         Returns what `client.post` returns: await it for an async client. Extra `headers=` are
         added to the signed ones; other keywords go to `client.post`.
 
-        Usage::
+        Usage:
 
-            response = await webhooks.stripe(event, secret).post(app_client, "/webhooks/stripe")
+        ```python
+        response = await webhooks.stripe(event, secret).post(app_client, "/webhooks/stripe")
+        ```
         """
         if {"json", "data", "content"} & request.keys():
             msg = (
@@ -97,11 +101,13 @@ class SignedWebhook:
     def tampered(self) -> SignedWebhook:
         """A copy whose signature is well formed but wrong (one character changed), body untouched.
 
-        Usage::
+        Usage:
 
-            bad = webhooks.stripe(event, secret).tampered()
-            response = await client.post("/webhooks/stripe", content=bad.body, headers=bad.headers)
-            assert response.status_code == 400
+        ```python
+        bad = webhooks.stripe(event, secret).tampered()
+        response = await client.post("/webhooks/stripe", content=bad.body, headers=bad.headers)
+        assert response.status_code == 400
+        ```
         """
         signatures = {**_SIGNATURES}
         if self.signature_header is not None:
@@ -137,10 +143,12 @@ def stripe(
     under `harness.freeze_time`; `age` (seconds or a timedelta) is subtracted from it, for tests
     of the app's tolerance (Stripe's libraries refuse webhooks over 300 s old).
 
-    Usage::
+    Usage:
 
-        signed = webhooks.stripe({"id": "evt_1", "object": "event", "type": "invoice.paid"}, "whsec_test")
-        await client.post("/webhooks/stripe", content=signed.body, headers=signed.headers)
+    ```python
+    signed = webhooks.stripe({"id": "evt_1", "object": "event", "type": "invoice.paid"}, "whsec_test")
+    await client.post("/webhooks/stripe", content=signed.body, headers=signed.headers)
+    ```
     """
     body, key = _body(payload, "stripe"), _key(secret, "stripe")
     ts = _timestamp(timestamp, age, "stripe")
@@ -157,10 +165,12 @@ def github(
     Also sends `X-GitHub-Event` (`event`) and `X-GitHub-Delivery` (`delivery`, a fresh uuid4 by
     default). GitHub's scheme signs no time, so `timestamp` is 0 and replays verify forever.
 
-    Usage::
+    Usage:
 
-        signed = webhooks.github({"action": "opened", "number": 7}, "s3cret", event="pull_request")
-        await client.post("/hooks/github", content=signed.body, headers=signed.headers)
+    ```python
+    signed = webhooks.github({"action": "opened", "number": 7}, "s3cret", event="pull_request")
+    await client.post("/hooks/github", content=signed.body, headers=signed.headers)
+    ```
     """
     body, key = _body(payload, "github"), _key(secret, "github")
     headers = {
@@ -186,10 +196,12 @@ def slack(
     A dict or list is an Events API body, sent as JSON. `timestamp` and `age` work as in `stripe()`
     (the frozen time under `harness.freeze_time`); Slack asks apps to refuse requests over 5 minutes old.
 
-    Usage::
+    Usage:
 
-        signed = webhooks.slack("token=t&team_id=T1&command=%2Fdeploy&text=prod", "8f74...")
-        await client.post("/slack/commands", content=signed.body, headers=signed.headers)
+    ```python
+    signed = webhooks.slack("token=t&team_id=T1&command=%2Fdeploy&text=prod", "8f74...")
+    await client.post("/slack/commands", content=signed.body, headers=signed.headers)
+    ```
     """
     body, key = _body(payload, "slack"), _key(signing_secret, "slack")
     ts = _timestamp(timestamp, age, "slack")
@@ -216,10 +228,12 @@ def standard(
     `timestamp` and `age` work as in `stripe()` (the frozen time under `harness.freeze_time`);
     the reference verifiers refuse webhooks over 5 minutes old or ahead.
 
-    Usage::
+    Usage:
 
-        signed = webhooks.standard({"type": "user.created", "data": {"id": 1}}, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        await client.post("/webhooks", content=signed.body, headers=signed.headers)
+    ```python
+    signed = webhooks.standard({"type": "user.created", "data": {"id": 1}}, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    await client.post("/webhooks", content=signed.body, headers=signed.headers)
+    ```
     """
     body, key = _body(payload, "standard"), _standard_key(secret)
     ts = _timestamp(timestamp, age, "standard")
@@ -257,13 +271,15 @@ def generic(
     sent in that header too; `timestamp` and `age` work as in `stripe()`. `headers` are added
     (Content-Type is application/json unless given).
 
-    Usage::
+    Usage:
 
-        signed = webhooks.generic(
-            event, "s3cret", header="X-Acme-Signature", signs="{timestamp}:{body}",
-            prefix="sha256=", timestamp_header="X-Acme-Timestamp",
-        )
-        response = await signed.post(app_client, "/webhooks/acme")
+    ```python
+    signed = webhooks.generic(
+        event, "s3cret", header="X-Acme-Signature", signs="{timestamp}:{body}",
+        prefix="sha256=", timestamp_header="X-Acme-Timestamp",
+    )
+    response = await signed.post(app_client, "/webhooks/acme")
+    ```
     """
     body, key = _body(payload, "generic"), _key(secret, "generic")
     if algorithm not in hashlib.algorithms_available:

@@ -27,7 +27,7 @@ def test_version_is_the_installed_distribution_version() -> None:
     """__version__ comes from the package metadata."""
     from importlib.metadata import version
 
-    assert harness.__version__ == version("harness")
+    assert harness.__version__ == version("pytest-async-harness")
 
 
 def _documented_objects() -> list[object]:
@@ -44,14 +44,18 @@ def _documented_objects() -> list[object]:
         path = line.removeprefix("::: ").strip()
         members: list[str] | None = None
         if number + 1 < len(lines) and lines[number + 1].strip() == "options:":
-            listed = re.fullmatch(r"members: \[(.*)\]", lines[number + 2].strip())
+            listed = re.fullmatch(r"members: (?:\[(.*)\]|false)", lines[number + 2].strip())
             assert listed is not None, f"api.md: {path}: options without a members list"
-            members = [name.strip() for name in listed.group(1).split(",")]
+            members = [name.strip() for name in listed.group(1).split(",")] if listed.group(1) else []
         try:
             module = importlib.import_module(path)
-        except ImportError:  # the path names an object in a module
+        except ImportError:  # the path names an object in a module, or a class's attribute
             module_name, _, name = path.rpartition(".")
-            found.append(getattr(importlib.import_module(module_name), name))
+            try:
+                found.append(getattr(importlib.import_module(module_name), name))
+            except ImportError:
+                class_path, _, attribute = module_name.rpartition(".")
+                found.append(getattr(getattr(importlib.import_module(class_path), attribute), name))
             continue
         everything = getattr(module, "__all__", [name for name in vars(module) if not name.startswith("_")])
         found.extend(getattr(module, name) for name in (members if members is not None else everything))

@@ -27,7 +27,7 @@ RUNS = {
 def test_the_example_passes_and_leaves_nothing_behind(example, harness_database_url):
     command, expected = RUNS[example]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HARNESS_DATABASE_URL"))}
-    env["PYTHONPATH"] = str(HERE.parent)  # the app under test
+    env["PYTHONPATH"] = str(HERE.parent / "quickstart")  # the quick start's app
     if harness_database_url:
         env["HARNESS_DATABASE_URL"] = harness_database_url
     result = subprocess.run(

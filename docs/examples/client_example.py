@@ -4,7 +4,6 @@ from __future__ import annotations
 
 # --8<-- [start:app_client]
 from app import Campaign, app, engine
-
 from harness import app_client, auth_headers
 
 
@@ -55,3 +54,35 @@ async def test_the_app_is_restored_on_exit(db_session):
     async with app_client(app, session=db_session):
         app.dependency_overrides[list] = dict
     assert app.dependency_overrides == {}
+
+
+# --8<-- [start:several_apps]
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import get_db
+
+admin_app = FastAPI()  # a second app of the project, on the same database
+
+
+@admin_app.get("/campaigns/count")
+async def count_campaigns(db: Annotated[AsyncSession, Depends(get_db)]) -> dict[str, int]:
+    return {"count": await db.scalar(select(func.count()).select_from(Campaign))}
+
+
+@pytest.fixture
+async def admin_client(db_session):
+    """Its own client, in the same test's transaction: each app's lifespan runs in its client."""
+    async with app_client(admin_app, session=db_session) as client:
+        yield client
+
+
+async def test_what_one_app_writes_the_other_reads(app_client, admin_client):
+    await app_client.post("/api/campaigns", json={"name": "January"})  # get_db commits
+    assert (await admin_client.get("/campaigns/count")).json() == {"count": 1}
+
+
+# --8<-- [end:several_apps]

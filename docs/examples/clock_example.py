@@ -42,9 +42,9 @@ import asyncio
 from dataclasses import dataclass
 
 import httpx
-from app import SMS_API, Campaign, Contact
 from sqlalchemy import func, select
 
+from app import SMS_API, Campaign, Contact
 from harness import Reply
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 # --8<-- [start:conftest]
 import pytest
-from app import Base, app
 
+from app import Base, app
 from harness import MockApi, endpoint, register_api
 
 

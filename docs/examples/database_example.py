@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from app import Base, Campaign, Contact, SessionLocal, list_campaigns
 from sqlalchemy import func, select
+
+from app import Base, Campaign, Contact, SessionLocal, list_campaigns
 
 # --8<-- [start:rollback_scope]
 from harness import create_test_engine, rollback_scope
@@ -55,9 +56,9 @@ async def test_a_nested_scope_sees_the_outer_data():
 
 
 # --8<-- [start:adopt_engines]
-import app as application
 from sqlalchemy import insert
 
+import app as application
 from harness import adopt_engines
 
 

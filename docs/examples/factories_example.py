@@ -4,8 +4,8 @@ from __future__ import annotations
 
 # --8<-- [start:factories]
 import factory
-from app import Campaign, Contact
 
+from app import Campaign, Contact
 from harness import ModelFactory
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest_asyncio
-from app import Base, Campaign, SessionLocal, app, get_db
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from app import Base, Campaign, SessionLocal, app, get_db
 from harness import create_test_engine
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 # --8<-- [start:polyfactory]
 from app import Campaign, Contact
-
 from harness.polyfactory import SQLAlchemyFactory  # instead of polyfactory's own
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 # --8<-- [start:categories]
 import pytest
-from app import Campaign
 
+from app import Campaign
 from harness import IntegrationTest
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from app import Campaign, Contact, SessionLocal
-from quickstart_example import CampaignFactory
+from factories_example import CampaignWithContactsFactory as CampaignFactory
 from sqlalchemy import func, select
+
+from app import Campaign, Contact, SessionLocal
 
 # --8<-- [start:class]
 from harness import IntegrationTest

@@ -36,10 +36,11 @@ async def test_a_long_campaign_list_costs_at_most_three_short_ones(app_client, m
 
 import asyncio
 
-import app
 import pytest
-from app import Campaign, Contact
 from sqlalchemy import select
+
+import app
+from app import Campaign, Contact
 
 
 @pytest.fixture

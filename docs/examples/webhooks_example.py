@@ -4,8 +4,8 @@ from __future__ import annotations
 
 # --8<-- [start:signers]
 import httpx
-from app import app
 
+from app import app
 from harness import webhooks
 
 STRIPE_SECRET = "whsec_test_secret"  # the secret the app under test is configured with
@@ -91,8 +91,9 @@ async def test_json_sends_other_bytes_than_were_signed(app_client):
 import datetime as dt
 
 import pytest
-from app import ACME_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
 from standardwebhooks import Webhook
+
+from app import ACME_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
 
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -149,7 +149,7 @@ class TestDatabase:
         """Whether the test database is an in-memory SQLite database."""
         return is_memory(self.server_url)
 
-    def fingerprint(self) -> str:
+    def _fingerprint(self) -> str:
         """A short hash of the schema, stored with the database so that reuse notices changes."""
         if isinstance(self.schema, MetaData):
             dialect = self.server_url.get_dialect()()
@@ -238,7 +238,7 @@ class TestDatabase:
         return _AdminConnection(self.server_url, self.allow_remote)
 
     async def _create_postgres(self) -> None:
-        fingerprint = self.fingerprint()
+        fingerprint = self._fingerprint()
         async with self._admin() as admin:
             # One builder at a time across xdist workers; the lock ends with the connection.
             await admin.execute(text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": self.template_name})
@@ -279,7 +279,7 @@ class TestDatabase:
 
     async def _clone(self, admin: AsyncConnection) -> None:
         await admin.execute(text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template_name}"'))
-        await self._mark(admin, self.name, self.fingerprint())
+        await self._mark(admin, self.name, self._fingerprint())
         # Whatever connects to the test database, even a connection harness does not know of,
         # waits at most this long on the test's locks instead of hanging.
         await admin.execute(text(f"ALTER DATABASE \"{self.name}\" SET lock_timeout = '{_LOCK_TIMEOUT}'"))
@@ -324,7 +324,7 @@ class TestDatabase:
         return self._sqlite_path.with_name(self._sqlite_path.name + ".harness")
 
     async def _create_sqlite_file(self) -> None:
-        path, fingerprint = self._sqlite_path, self.fingerprint()
+        path, fingerprint = self._sqlite_path, self._fingerprint()
         if path.exists():
             marker = json.loads(self._marker_path.read_text()) if self._marker_path.exists() else {}
             if self.reuse and not self.recreate and marker.get("schema") == fingerprint:

@@ -25,7 +25,7 @@ __all__ = [
 DEFAULT_URL = "sqlite+aiosqlite://"
 TEST_PREFIX = "test_"
 _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
-_DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "harness[postgres]"}
+_DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "pytest-async-harness[postgres]"}
 _BACKEND_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql"}
 _MEMORY_NAMES = {None, "", ":memory:"}
 # URL query keys and connect_args that would choose another database or server than the URL names.

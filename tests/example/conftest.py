@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from app.api import app
-from app.models import Base, Campaign, User
 from factories import CampaignFactory, ContactFactory, UserFactory
 from fastapi import FastAPI
 from mocks import OpenPhoneApi
@@ -12,6 +10,8 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import harness
+from app.api import app
+from app.models import Base, Campaign, User
 from harness import AppClient, register_api, register_factory
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import factory
-from app.models import Campaign, Contact, User
 
+from app.models import Campaign, Contact, User
 from harness import ModelFactory
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from app.sms import SMS_API_URL
-
 from harness import MockApi, endpoint
 
 

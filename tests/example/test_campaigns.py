@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from app import service
-from app.models import Campaign, CampaignSend, Contact
 from factories import CampaignFactory, ContactFactory, UserFactory
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import service
+from app.models import Campaign, CampaignSend, Contact
 from harness import (
     ConcurrentSessionError,
     IntegrationTest,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from app.api import WEBHOOK_SECRET
-from app.models import Message
-from app.sms import SmsError, send_sms
 from mocks import OpenPhoneApi
 from sqlalchemy import func, select
 
+from app.api import WEBHOOK_SECRET
+from app.models import Message
+from app.sms import SmsError, send_sms
 from harness import IntegrationTest, Reply, webhooks
 
 INBOUND = {

@@ -264,6 +264,36 @@ def test_a_plain_def_test_asking_for_async_fixtures_is_refused(harness_pytester:
     )
 
 
+def test_an_async_test_nothing_would_run_gets_the_configuration(harness_pytester: pytest.Pytester) -> None:
+    """pytest-asyncio's strict mode runs only marked async tests; pytest would tell the user to install
+    an async plugin. harness names the setting instead, and marked or anyio tests are left alone."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        async def test_unmarked(db_session):
+            pass
+
+        @pytest.mark.asyncio
+        async def test_marked(db_session):
+            pass
+
+        async def test_without_harness():  # not harness's to judge: pytest's own message
+            pass
+        """
+    )
+    result = run(harness_pytester, "-o", "asyncio_mode=strict")
+    result.assert_outcomes(passed=1, errors=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_unmarked is an async def test that nothing would run: pytest-asyncio is in its strict mode*",
+            "Let pytest-asyncio run every async test, as harness's quick start does, in your pytest configuration:",
+            "    asyncio_mode = auto",
+        ]
+    )
+
+
 def test_a_lazy_load_names_the_attribute_and_the_fixes(harness_pytester: pytest.Pytester) -> None:
     """MissingGreenlet from a lazy relationship gets a note with the attribute and the ways to load it."""
     harness_pytester.makeconftest(

@@ -99,3 +99,41 @@ def test_options_are_listed_in_help(harness_pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["  harness_database_url (string):*", "  harness_allow_remote_database (bool):*"]
     )
+
+
+def test_the_header_names_the_database_and_where_its_url_came_from(
+    harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Option, then environment, then ini: the first that is set wins, and the header says which."""
+    ini = harness_pytester.path / "tox.ini"  # what makeini wrote
+    ini.write_text(
+        ini.read_text().rstrip() + "\nharness_database_url = sqlite+aiosqlite:///from_ini.sqlite3\n"
+    )
+    harness_pytester.makepyfile("def test_nothing(): pass")
+
+    def header(*args: str) -> str:
+        lines = harness_pytester.runpytest("--collect-only", *args).stdout.lines
+        return next(line for line in lines if line.startswith("harness: test database"))
+
+    name = "test_" + next(
+        line.split("=")[1].strip()
+        for line in ini.read_text().splitlines()
+        if line.startswith("harness_database_name")
+    )
+    monkeypatch.delenv("HARNESS_DATABASE_URL", raising=False)
+    assert header() == (
+        f"harness: test database sqlite+aiosqlite:///{name}.sqlite3; URL from harness_database_url in tox.ini"
+    )
+    monkeypatch.setenv("HARNESS_DATABASE_URL", "postgresql://me:secret@127.0.0.1:5432/app")
+    assert header() == (
+        f"harness: test database postgresql+asyncpg://me:***@127.0.0.1:5432/{name}; URL from $HARNESS_DATABASE_URL"
+    )
+    assert header("--harness-database-url=sqlite+aiosqlite:///data/given.sqlite3") == (
+        f"harness: test database sqlite+aiosqlite:///data/{name}.sqlite3; URL from --harness-database-url"
+    )
+    ini.write_text(ini.read_text().replace("harness_database_url", "# harness_database_url"))
+    monkeypatch.delenv("HARNESS_DATABASE_URL")
+    assert header().endswith(
+        f"/harness/{name}.sqlite3; embedded SQLite: no URL given (--harness-database-url, "
+        "$HARNESS_DATABASE_URL or the harness_database_url ini key)"
+    )

@@ -704,3 +704,48 @@ def test_shared_objects_changed_outside_a_test_are_named(tester: pytest.Pytester
             "*ScopeError: setup_class_data's cls.team (Team) cannot be handed to the test as a fresh instance: *"
         ]
     )
+
+
+def test_a_mock_class_imported_twice_is_named_with_the_fix(harness_pytester: pytest.Pytester) -> None:
+    """A MockApi defined in conftest.py and imported from a test module is two classes: the error
+    says so, instead of a bare isinstance assertion."""
+    suite = harness_pytester.mkpydir("suite")
+    (suite / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            from harness import MockApi, endpoint, register_api
+
+            class PriceApi(MockApi):
+                base_url = "https://prices.example"
+                quote = endpoint("GET", "/quote", json={"price": 1})
+
+            register_api(PriceApi)
+            """
+        )
+    )
+    (suite / "test_prices.py").write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+
+            sys.path.insert(0, os.path.dirname(__file__))  # as `pythonpath = tests` would
+            from conftest import PriceApi  # a second copy: pytest imported it as suite.conftest
+            from harness import IntegrationTest
+
+            class TestPrices(IntegrationTest):
+                mock_apis = (PriceApi,)
+
+                async def test_quote(self):
+                    pass
+            """
+        )
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*MockApiError: PriceApi exists twice: the `price_api` fixture mocks suite.conftest.PriceApi "
+            "(*suite/conftest.py), and the test names conftest.PriceApi (*suite/conftest.py). A MockApi "
+            "defined in conftest.py and imported from a test module is imported twice*tests/mocks.py*"
+        ]
+    )

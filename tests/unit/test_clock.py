@@ -423,7 +423,7 @@ def test_time_machine_missing_says_how_to_install(backend: str, monkeypatch: pyt
         clock.start()
     assert str(raised.value) == (
         "The 'time-machine' clock backend needs the time-machine package: "
-        "`pip install 'harness[time-machine]'`, or use backend='freezegun'."
+        "`pip install 'pytest-async-harness[time-machine]'`, or use backend='freezegun'."
     )
 
 

@@ -266,7 +266,7 @@ def test_models_that_are_not_tables_are_a_schema_error() -> None:
         Column("customer_id", ForeignKey("customers.id")),
     )
     with pytest.raises(SchemaError) as excinfo:
-        TestDatabase(schema=metadata, name="orders").fingerprint()
+        TestDatabase(schema=metadata, name="orders").create_sync()  # refused before it connects
     assert str(excinfo.value).startswith(
         "The models cannot be turned into tables for test database 'test_orders': NoReferencedTableError: "
         "Foreign key associated with column 'orders.customer_id' could not find table 'customers'"

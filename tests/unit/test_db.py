@@ -96,7 +96,7 @@ def test_missing_driver_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(DatabaseConfigError) as excinfo:
         normalize_url("postgresql://u@127.0.0.1/test_app")
     assert excinfo.value.args == (
-        "The 'asyncpg' driver is not installed. Install it with: pip install 'harness[postgres]'",
+        "The 'asyncpg' driver is not installed. Install it with: pip install 'pytest-async-harness[postgres]'",
     )
 
 

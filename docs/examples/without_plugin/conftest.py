@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from app import Base
 from mocks import SmsApi
 
+from app.db import Base
 from harness import TestDatabase, block_network, rollback_scope
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-# --8<-- [start:test]
-from app import Campaign, Contact
-from reminders import send_reminders
 from sqlalchemy import func, select
 
+# --8<-- [start:test]
+from app.db import Campaign, Contact
+from app.reminders import send_reminders
 from harness import freeze_time
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import unittest
 
-from app import Base, Campaign, Contact
 from mocks import SmsApi
-from reminders import send_reminders
 from sqlalchemy import func, select
 
+from app.db import Base, Campaign, Contact
+from app.reminders import send_reminders
 from harness import TestDatabase, block_network, freeze_time, rollback_scope
 
 database = TestDatabase(os.environ.get("HARNESS_DATABASE_URL"), schema=Base.metadata, name="unittest_example")

@@ -1,15 +1,14 @@
-"""Application code for the quick start: text a campaign's contacts during business hours."""
-
-from __future__ import annotations
-
+# --8<-- [start:reminders]
 import datetime as dt
 from zoneinfo import ZoneInfo
 
 import httpx
-from app import SMS_API, Contact
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Contact
+
+SMS_API = "https://api.sms.example/v1"
 NEW_YORK = ZoneInfo("America/New_York")
 
 
@@ -22,3 +21,6 @@ async def send_reminders(session: AsyncSession, campaign_id: int) -> int:
         for phone in phones:
             (await http.post("/messages", json={"to": phone})).raise_for_status()
     return len(phones)
+
+
+# --8<-- [end:reminders]

@@ -19,30 +19,32 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "pages").glob("*.md"))]
-# A marker, then a fenced block: the block's body is what the marker's file says.
-BLOCK = re.compile(
-    r"^<!-- (?P<source>[\w./-]+?)(?::(?P<section>[\w-]+))? -->\n(?P<fence>```+)(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)$",
-    re.MULTILINE | re.DOTALL,
-)
+MARKER = re.compile(r"<!-- (?P<source>[\w./-]+?)(?::(?P<section>[\w-]+))? -->")
+OPENING_FENCE = re.compile(r"(?P<fence>```+)(?P<info>.*)")
 SECTION_MARK = re.compile(r"--8<-- \[(start|end):([\w-]+)\]")
 
 
 class SnippetError(Exception):
-    """A marker names a file or a section that does not exist."""
+    """A marker names a file or a section that does not exist, or has no fenced block under it."""
 
 
 @dataclass(frozen=True)
 class Block:
+    """A marker and the fenced block right under it: the body is page lines [start, end)."""
+
     page: Path
-    line: int
+    line: int  # the marker's, from 1
     source: str
     section: str | None
     body: str
+    start: int
+    end: int
+    problem: str | None = None
 
     @property
     def where(self) -> str:
@@ -50,11 +52,26 @@ class Block:
 
 
 def blocks(page: Path) -> list[Block]:
-    text = page.read_text()
-    return [
-        Block(page, text.count("\n", 0, match.start()) + 1, match["source"], match["section"], match["body"])
-        for match in BLOCK.finditer(text)
-    ]
+    """Every marker of the page, with its block (or the problem that it has none)."""
+    lines = page.read_text().splitlines(keepends=True)
+    found = []
+    for number, line in enumerate(lines):
+        marker = MARKER.fullmatch(line.rstrip())
+        if marker is None:
+            continue
+        block = Block(page, number + 1, marker["source"], marker["section"], "", number + 2, number + 2)
+        opening = OPENING_FENCE.fullmatch(lines[number + 1].rstrip()) if number + 1 < len(lines) else None
+        if opening is None:
+            found.append(replace(block, problem="no ``` fence directly under the marker"))
+            continue
+        closing = next(
+            (n for n in range(number + 2, len(lines)) if lines[n].rstrip() == opening["fence"]), None
+        )
+        if closing is None:
+            found.append(replace(block, problem="its fenced block is never closed"))
+            continue
+        found.append(replace(block, body="".join(lines[number + 2 : closing]), end=closing))
+    return found
 
 
 def code_of(source: str, section: str | None, *, where: str = "") -> str:
@@ -78,29 +95,32 @@ def code_of(source: str, section: str | None, *, where: str = "") -> str:
 
 
 def rewritten(page: Path) -> str:
-    def fill(match: re.Match[str]) -> str:
-        line = match.string.count("\n", 0, match.start()) + 1
-        code = code_of(match["source"], match["section"], where=f"{page.relative_to(ROOT)}:{line}")
-        return match.group(0)[: match.start("body") - match.start()] + code + match["fence"]
-
-    return BLOCK.sub(fill, page.read_text())
+    """The page with every block holding its file's code."""
+    lines = page.read_text().splitlines(keepends=True)
+    for block in reversed(blocks(page)):  # from the end: earlier line numbers stay valid
+        if block.problem:
+            msg = f"{block.where}: {block.problem}"
+            raise SnippetError(msg)
+        lines[block.start : block.end] = [code_of(block.source, block.section, where=block.where)]
+    return "".join(lines)
 
 
 def stale(pages: list[Path] = PAGES) -> list[str]:
-    """Where a page's block differs from its file (or names one that does not exist)."""
+    """Where a page's block differs from its file (or names one that does not exist, or has none)."""
     found = []
     for page in pages:
         for block in blocks(page):
+            if block.problem:
+                found.append(f"{block.where}: {block.problem}")
+                continue
             try:
                 current = code_of(block.source, block.section, where=block.where)
             except SnippetError as error:
                 found.append(str(error))
                 continue
             if block.body != current:
-                found.append(
-                    f"{block.where}: differs from {block.source}"
-                    + (f":{block.section}" if block.section else "")
-                )
+                named = block.source + (f":{block.section}" if block.section else "")
+                found.append(f"{block.where}: differs from {named}")
     return found
 
 

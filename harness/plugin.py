@@ -1,13 +1,15 @@
 """The pytest plugin: command-line options, ini keys and fixtures over harness's library API.
 
-Fixture layers (override the ``harness_*`` ones in conftest.py)::
+Fixture layers (override the ``harness_*`` ones in conftest.py):
 
-    harness_database_url  harness_schema  harness_engine_options     session · configuration
-        └── harness_database                                         session · TestDatabase, built once
-              └── _harness_adoption  (harness_engines)               session · the app's engines adopted
-                    └── db_engine                                    function · the test database's AsyncEngine
-                          └── db_session                             function · AsyncSession in a rollback scope
-                                └── app_client  (harness_app, harness_app_bind)
+```text
+harness_database_url  harness_schema  harness_engine_options     session · configuration
+    └── harness_database                                         session · TestDatabase, built once
+          └── _harness_adoption  (harness_engines)               session · the app's engines adopted
+                └── db_engine                                    function · the test database's AsyncEngine
+                      └── db_session                             function · AsyncSession in a rollback scope
+                            └── app_client  (harness_app, harness_app_bind)
+```
 
 ``harness_database`` is a plain (synchronous) session fixture: the database is built on a private
 event loop, so it works whatever loop scope pytest-asyncio gives the tests. ``db_session`` runs in
@@ -69,6 +71,7 @@ _DATABASE_HOST = pytest.StashKey[str]()
 _CURRENT_NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _REFUSED = pytest.StashKey[str]()
+_USES_HARNESS = pytest.StashKey[bool]()  # asks for harness's database, app client or clock
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
 {nodeid} runs in a {test_scope!r}-scoped event loop, but harness's db_session runs in the \
@@ -118,7 +121,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PREVIOUS",
         help="A summary of an earlier run: tests that passed there and fail now are reported as regressions.",
     )
-    parser.addini("harness_database_url", "Default for --harness-database-url.")
+    parser.addini(
+        "harness_database_url",
+        "Server or file URL of the test database, when neither the option nor the environment gives one.",
+    )
     parser.addini(
         "harness_categories",
         "Test categories for @pytest.mark.category, in addition to the built-in ones.",
@@ -275,14 +281,11 @@ def _database_url(config: pytest.Config) -> tuple[str | None, str]:
 def _database_line(config: pytest.Config) -> str:
     url, source = _database_url(config)
     try:
-        database = TestDatabase(
-            url,
-            name=config.getini("harness_database_name") or _default_name(config, url),
-            allow_remote=bool(config.getini("harness_allow_remote_database")),
-        )
+        database = TestDatabase(url, name=_database_name(config, url), allow_remote=_remote_allowed(config))
     except HarnessError as error:  # the run stops on it with the whole message when the database is built
         return f"harness: test database refused ({source}): {str(error).splitlines()[0]}"
-    where = database.url.render_as_string(hide_password=True)
+    secrets_hidden = {key: "***" for key in database.url.query if "password" in key.lower()}
+    where = database.url.update_query_dict(secrets_hidden).render_as_string(hide_password=True)
     workers = (
         ", with _gw0, _gw1, … added per xdist worker" if getattr(config.option, "numprocesses", None) else ""
     )
@@ -293,6 +296,8 @@ def _database_line(config: pytest.Config) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if (refused := item.stash.get(_REFUSED, None)) is not None:
         pytest.fail(refused, pytrace=False)
+    if item.stash.get(_USES_HARNESS, False) and _nothing_runs(item):  # markers are all set by now
+        pytest.fail(_STRICT_MODE.format(name=item.name), pytrace=False)
     randomly = _randomly_reseeds(item.config)
     # Per test, not per run: a test's data does not depend on which tests ran before it. Applied
     # when the test first uses a factory: a test that uses none keeps its random state.
@@ -337,8 +342,7 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
         )
     _refuse_async_fixtures_in_plain_tests(item)
     uses_database = base_class or bool({"db_engine", "db_session", "app_client"} & set(fixturenames or ()))
-    if uses_database or "clock" in (fixturenames or ()):
-        _refuse_async_tests_nothing_runs(item)
+    item.stash[_USES_HARNESS] = uses_database or "clock" in (fixturenames or ())
     if uses_database and fixturenames is not None and "clock" in fixturenames:
         # Built before time freezes: a driver imported under freezegun sees its fake datetime, and
         # class data would depend on which test of the class came first.
@@ -388,14 +392,16 @@ Let pytest-asyncio run every async test, as harness's quick start does, in your 
 or mark the test @pytest.mark.asyncio."""
 
 
-def _refuse_async_tests_nothing_runs(item: pytest.Item) -> None:
-    # Coroutine tests that no plugin takes (pytest-asyncio's strict mode without its marker) fail
-    # with pytest's advice to install an async plugin, which is installed; anyio's and trio's run them.
+def _nothing_runs(item: pytest.Item) -> bool:
+    # A coroutine test that no plugin takes (pytest-asyncio's strict mode without its marker) fails
+    # with pytest's advice to install an async plugin, which is installed. anyio runs the tests
+    # marked for it or asking for anyio_backend; pytest-trio the ones marked trio (in trio_mode
+    # too, by the time tests are set up).
     if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
-        return
+        return False
     if any(item.get_closest_marker(name) for name in ("asyncio", "anyio", "trio")):
-        return
-    item.stash[_REFUSED] = _STRICT_MODE.format(name=item.name)
+        return False
+    return "anyio_backend" not in getattr(item, "fixturenames", ())
 
 
 def _database_guard(item: pytest.Item) -> DatabaseGuard | None:
@@ -541,12 +547,11 @@ def harness_database(
         database = TestDatabase(
             harness_database_url,
             schema=harness_schema,
-            name=pytestconfig.getini("harness_database_name")
-            or _default_name(pytestconfig, harness_database_url),
+            name=_database_name(pytestconfig, harness_database_url),
             worker=worker,
             reuse=bool(pytestconfig.getoption("--harness-reuse-db")),
             recreate=bool(pytestconfig.getoption("--harness-create-db")),
-            allow_remote=bool(pytestconfig.getini("harness_allow_remote_database")),
+            allow_remote=_remote_allowed(pytestconfig),
             engine_options=harness_engine_options,
         )
         database.create_sync()
@@ -707,6 +712,14 @@ def _stop_run(message: str) -> NoReturn:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.fail(message, pytrace=False)
     pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _database_name(config: pytest.Config, url: str | None) -> str | None:
+    return str(config.getini("harness_database_name") or "") or _default_name(config, url)
+
+
+def _remote_allowed(config: pytest.Config) -> bool:
+    return bool(config.getini("harness_allow_remote_database"))
 
 
 def _default_name(config: pytest.Config, url: str | None) -> str | None:

@@ -25,7 +25,7 @@ from harness.db import current_session
 from harness.exceptions import FactoryError
 from harness.factories import _LOADABLE, _is_required, apply_pending_seed
 
-__all__ = ["SQLAlchemyFactory", "SessionPersistence", "reseed"]
+__all__ = ["SQLAlchemyFactory"]  # SessionPersistence and reseed are its parts
 
 T = TypeVar("T")
 

@@ -42,7 +42,7 @@ _UNSET = object()
 
 _NO_PLUGIN = (
     "{cls} is a harness base class, but the harness pytest plugin is not loaded, so it has no database "
-    "or fixtures. harness registers the plugin when installed (entry point `harness`): install harness in the "
+    "or fixtures. harness registers the plugin when installed (entry point `harness`): install pytest-async-harness in the "
     "environment that runs pytest, remove `-p no:harness`, or add `pytest_plugins = ['harness.plugin']` to "
     "your top-level conftest.py."
 )
@@ -135,9 +135,12 @@ class IntegrationTest:
     """
 
     real_commits: ClassVar[bool] = False
+    """True (as `RealCommitsTest` sets it): the tests commit for real, in a `commit_scope()`."""
     mock_apis: ClassVar[tuple[type[MockApi], ...]] = ()
+    """The `MockApi` classes active in every test of the class; `self.api(Cls)` is each one's mock."""
 
     db: AsyncSession
+    """The test's session (`db_session`): its writes, commits included, end with the test."""
     _client: AppClient | None = None
     _clock: Clock | None = None
     _apis: dict[type[MockApi], MockApi]
@@ -207,7 +210,7 @@ class IntegrationTest:
                 f"e.g. `mock_apis = ({api_class.__name__},)`."
             )
             raise LookupError(msg)
-        return _checked_mock(mock, api_class)
+        return mock  # type: ignore[return-value]  # of api_class: checked when the test was set up
 
     def assert_max_queries(self, maximum: int) -> AbstractContextManager[QueryLog]:
         """`harness.assert_max_queries` on the test's session."""
@@ -293,7 +296,7 @@ class IntegrationTest:
         for api_class in self.mock_apis:  # before the app client: its lifespan may call them
             fixture = plugin.api_fixture_name(api_class)
             with contextlib.suppress(pytest.FixtureLookupError):  # a registered fixture: the test's own mock
-                self._apis[api_class] = _checked_mock(request.getfixturevalue(fixture), api_class)
+                self._apis[api_class] = _checked_mock(request.getfixturevalue(fixture), api_class, fixture)
             if api_class not in self._apis:
                 self._apis[api_class] = api_class().start()
                 started.append(self._apis[api_class])
@@ -343,20 +346,32 @@ def _check_plugin(request: pytest.FixtureRequest) -> None:
         raise pytest.UsageError(_NO_PLUGIN.format(cls=request.cls.__name__ if request.cls else "This class"))
 
 
-def _checked_mock(mock: MockApi, api_class: type[A]) -> A:
-    """`mock`, if it is an `api_class`; else the class exists twice, and the error says why."""
+def _checked_mock(mock: object, api_class: type[A], fixture: str) -> A:
+    """The `fixture`'s value, if it is an `api_class`; else an error that says what it is instead."""
     if isinstance(mock, api_class):
         return mock
     mocked = type(mock)
     msg = (
-        f"{api_class.__name__} exists twice: the `{plugin.api_fixture_name(mocked)}` fixture mocks "
-        f"{_where(mocked)}, and the test names {_where(api_class)}. A MockApi defined in conftest.py and "
-        "imported from a test module is imported twice (pytest imports conftest.py under a module name "
-        f"of its own). Define {api_class.__name__} in a module of its own, such as tests/mocks.py, and "
-        "import it from there in conftest.py and in the tests."
+        f"The `{fixture}` fixture gave a {_where(mocked)}, where mock_apis expects a {_where(api_class)}: "
+        f"make `{fixture}` with register_api({api_class.__name__}), or give your own fixture another name."
     )
+    if mocked.__qualname__ == api_class.__qualname__ and _source(mocked) == _source(api_class):
+        msg = (
+            f"{api_class.__name__} exists twice: the `{fixture}` fixture mocks {_where(mocked)}, and the test "
+            f"names {_where(api_class)}. A MockApi defined in conftest.py and imported from a test module is "
+            "imported twice (pytest imports conftest.py under a module name of its own). Define "
+            f"{api_class.__name__} in a module of its own, such as tests/mocks.py, and import it from there "
+            "in conftest.py and in the tests."
+        )
     raise MockApiError(msg)
 
 
+def _source(cls: type) -> str:
+    try:
+        return shown_as(inspect.getsourcefile(cls) or "?")
+    except (TypeError, OSError):  # a built-in class, or one defined in no file
+        return "?"
+
+
 def _where(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__} ({shown_as(inspect.getsourcefile(cls) or '?')})"
+    return f"{cls.__module__}.{cls.__qualname__} ({_source(cls)})"

@@ -51,6 +51,25 @@ def test_a_stale_block_is_found_and_rewritten(tmp_path: Path, monkeypatch: pytes
     assert snippets.stale([page]) == []
 
 
+def test_a_marker_without_its_block_is_reported_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blank line between marker and fence, or a fence never closed: --check fails, and a rewrite
+    refuses instead of copying code over the page's prose."""
+    monkeypatch.setattr(snippets, "ROOT", tmp_path)
+    (tmp_path / "example.py").write_text("x = 2\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- example.py -->\n\n```python\nx = 1\n```\n\n<!-- example.py -->\n```python\nx = 1\nProse.\n"
+    )
+    assert snippets.stale([page]) == [
+        "page.md:1: no ``` fence directly under the marker",
+        "page.md:7: its fenced block is never closed",
+    ]
+    with pytest.raises(snippets.SnippetError, match=r"page\.md:7: its fenced block is never closed"):
+        snippets.rewritten(page)
+
+
 def test_every_example_file_is_shown_on_a_page() -> None:
     """No example drifts out of the docs unnoticed: each *_example.py is copied somewhere."""
     shown = {Path(block.source).name for page in snippets.PAGES for block in snippets.blocks(page)}

@@ -749,3 +749,41 @@ def test_a_mock_class_imported_twice_is_named_with_the_fix(harness_pytester: pyt
             "defined in conftest.py and imported from a test module is imported twice*tests/mocks.py*"
         ]
     )
+
+
+def test_a_fixture_of_the_mocks_name_that_is_no_mock_is_named(harness_pytester: pytest.Pytester) -> None:
+    """A fixture of the name register_api would give, returning something else: said, not crashed on."""
+    harness_pytester.makeconftest(
+        """
+        import pytest
+        from harness import MockApi
+
+        class PriceApi(MockApi):
+            base_url = "https://prices.example"
+
+        @pytest.fixture
+        def price_api():
+            return {"price": 1}
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        from conftest import PriceApi
+        from harness import IntegrationTest
+
+        class TestPrices(IntegrationTest):
+            mock_apis = (PriceApi,)
+
+            async def test_quote(self):
+                pass
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*MockApiError: The `price_api` fixture gave a builtins.dict (?), where mock_apis expects a "
+            "conftest.PriceApi (*conftest.py): make `price_api` with register_api(PriceApi), or give your own "
+            "fixture another name."
+        ]
+    )

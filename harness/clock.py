@@ -30,6 +30,7 @@ import inspect
 import os
 import re
 import time
+import weakref
 import zoneinfo
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
@@ -344,11 +345,70 @@ def _loop_clock(loop: asyncio.AbstractEventLoop) -> _LoopClock:
     return clock
 
 
-def _next_timer(loop: asyncio.BaseEventLoop) -> float | None:
+# Each timer scheduled while a clock runs, with the wall time it is due at, `_wall_moves` then,
+# and how many decimals of a second that time holds. The loop's clock runs in real time while the
+# wall clock stands still, so the real time a busy machine takes between a task's sleep and
+# advance() must not come off the wall time the task wakes at.
+_due_on_the_wall: weakref.WeakKeyDictionary[asyncio.TimerHandle, tuple[float, float, int]] = (
+    weakref.WeakKeyDictionary()
+)
+_wall_moves = 0.0  # seconds the wall clock was moved without the loop's (tick, move_to, start, stop)
+_asyncio_timers: dict[str, Any] = {}  # asyncio's own BaseEventLoop.call_at and call_later while clocks run
+
+
+def _call_at_noting_the_wall(
+    loop: asyncio.BaseEventLoop, when: float, callback: Callable[..., object], *args: Any, **kwargs: Any
+) -> asyncio.TimerHandle:
+    handle: asyncio.TimerHandle = _asyncio_timers["call_at"](loop, when, callback, *args, **kwargs)
+    # `when` was read off the loop's clock a few microseconds ago: the wall time, to the millisecond
+    _due_on_the_wall[handle] = (time.time() + (when - loop.time()), _wall_moves, 3)
+    return handle
+
+
+def _call_later_noting_the_wall(
+    loop: asyncio.BaseEventLoop, delay: float, callback: Callable[..., object], *args: Any, **kwargs: Any
+) -> asyncio.TimerHandle:
+    handle: asyncio.TimerHandle = _asyncio_timers["call_later"](loop, delay, callback, *args, **kwargs)
+    _due_on_the_wall[handle] = (time.time() + delay, _wall_moves, 6)  # asyncio.sleep: exact
+    return handle
+
+
+def _note_timers(hold: bool) -> None:
+    if hold and not _asyncio_timers:
+        _asyncio_timers.update(
+            call_at=asyncio.BaseEventLoop.call_at, call_later=asyncio.BaseEventLoop.call_later
+        )
+        asyncio.BaseEventLoop.call_at = _call_at_noting_the_wall  # type: ignore[method-assign,assignment]
+        asyncio.BaseEventLoop.call_later = _call_later_noting_the_wall  # type: ignore[method-assign,assignment]
+    elif not hold and _asyncio_timers:
+        asyncio.BaseEventLoop.call_at = _asyncio_timers.pop("call_at")  # type: ignore[method-assign]
+        asyncio.BaseEventLoop.call_later = _asyncio_timers.pop("call_later")  # type: ignore[method-assign]
+
+
+def _moving_the_wall(move: Callable[[], object]) -> None:
+    """Move the wall clock alone: timers keep their place on the loop's clock, and so move on the wall."""
+    global _wall_moves
+    before = time.time()
+    move()
+    _wall_moves += time.time() - before
+
+
+def _wall_offset(timer: asyncio.TimerHandle, origin: float, wall_origin: float) -> float:
+    """How far past `wall_origin` the wall clock reads when `timer` is due."""
+    noted = _due_on_the_wall.get(timer)
+    if noted is None:  # scheduled before any clock ran: read it off the loop's clock, to the millisecond
+        return round(timer.when() - origin, 3)
+    due, moves_then, decimals = noted
+    return round(due + (_wall_moves - moves_then) - wall_origin, decimals)
+
+
+def _next_timer(loop: asyncio.BaseEventLoop) -> asyncio.TimerHandle | None:
     scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
     if scheduled and not scheduled[0].cancelled():
-        return scheduled[0].when()  # the heap's top
-    return min((handle.when() for handle in scheduled if not handle.cancelled()), default=None)
+        return scheduled[0]  # the heap's top
+    return min(
+        (handle for handle in scheduled if not handle.cancelled()), key=asyncio.TimerHandle.when, default=None
+    )
 
 
 async def _settle(loop: asyncio.BaseEventLoop) -> None:
@@ -426,7 +486,7 @@ class Clock:
         """
         seconds = _seconds(1.0 if delta is None and not units else delta, units, "tick")
         self._check_innermost("tick")
-        cast("_Backend", self._impl).shift(seconds)
+        _moving_the_wall(lambda: cast("_Backend", self._impl).shift(seconds))
         self._note_timers_passed(seconds)
         return self.now()
 
@@ -454,7 +514,8 @@ class Clock:
     def move_to(self, when: TimeLike) -> dt.datetime:
         """Jump the wall clock to `when` (forward or back); naive times are read in the clock's zone."""
         self._check_innermost("move_to")
-        cast("_Backend", self._impl).move_to(_instant(when, self.zone))
+        instant = _instant(when, self.zone)
+        _moving_the_wall(lambda: cast("_Backend", self._impl).move_to(instant))
         return self.now()
 
     def advance(
@@ -504,15 +565,13 @@ class Clock:
         # Pinned before the tasks settle: a sleep they start now is due exactly `delay` after the
         # origin, not after it plus the real time the settling took (under load, over a millisecond).
         origin = loop_clock.pinned = loop_clock()
+        wall_origin = time.time()
         moved = 0.0  # how far the wall clock has gone: it follows the timers' own times
         try:
             await _settle(loop)  # let tasks reach their sleeps before the time moves
-            while (due := _next_timer(loop)) is not None and due <= origin + seconds:
-                loop_clock.pinned = max(loop_clock.pinned, due)
-                # A sleep begun just before advance() is due a few microseconds early by the loop
-                # clock, which ran while the wall stood still: the wall moves in whole milliseconds,
-                # so `sleep(30)` lands on :30 and not on :29.999978.
-                wall = round(due - origin, 3)
+            while (timer := _next_timer(loop)) is not None and timer.when() <= origin + seconds:
+                loop_clock.pinned = max(loop_clock.pinned, timer.when())
+                wall = min(_wall_offset(timer, origin, wall_origin), seconds)
                 impl.shift(max(0.0, wall - moved))
                 moved = max(moved, wall)
                 await _settle(loop)
@@ -550,7 +609,7 @@ class Clock:
         instant = _instant(self._when, self.zone)  # None and timedeltas mean "from now": now is now
         kind = _Freezegun if self.backend == "freezegun" else _TimeMachine
         impl = kind(instant, self._tz_offset, self._ticking)
-        impl.start()
+        _moving_the_wall(impl.start)
         self._impl = impl
         self.started_at, self._hints = caller(), []
         _running.append(self)
@@ -558,6 +617,7 @@ class Clock:
             started.append(self)
         if self.backend == "freezegun":
             _keep_loop_time_real(True)
+        _note_timers(True)
         return self
 
     def stop(self) -> None:
@@ -572,9 +632,11 @@ class Clock:
         for clock in [*reversed(inner), self]:
             _running.pop()
             impl, clock._impl = clock._impl, None
-            cast("_Backend", impl).stop()
+            _moving_the_wall(cast("_Backend", impl).stop)
         if not any(clock.backend == "freezegun" for clock in _running):
             _keep_loop_time_real(False)
+        if not _running:
+            _note_timers(False)
         if inner:
             msg = (
                 "Clocks stop in the reverse order they started: an inner freeze was still running, "

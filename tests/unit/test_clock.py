@@ -239,6 +239,32 @@ async def test_advance_runs_each_timer_at_its_own_time(backend: str) -> None:
     ]
 
 
+async def test_a_sleep_wakes_at_the_wall_time_it_asked_for_however_long_the_test_paused(backend: str) -> None:
+    # The loop's clock runs in real time while the wall clock stands still. On a busy machine the
+    # test may be preempted between a task's sleep and advance(); that pause must not come off
+    # the wall time the task wakes at (once it did: 20:09:59.980 instead of 20:10).
+    woke: list[dt.datetime] = []
+
+    async def job(delay: float) -> None:
+        await asyncio.sleep(delay)
+        woke.append(dt.datetime.now(UTC))
+
+    with freeze_time("2024-01-15 20:00", backend=backend) as clock:
+        ten_minutes = asyncio.create_task(job(600))
+        await asyncio.sleep(0)  # it begins its sleep at 20:00
+        time.sleep(0.05)  # noqa: ASYNC251  preempted: the loop's clock runs on, the wall clock stands still
+        clock.tick(60)  # the wall alone moves a minute: the job's timer is a minute later on the wall
+        an_hour = asyncio.create_task(job(3600))
+        await asyncio.sleep(0)  # it begins its sleep at 20:01
+        time.sleep(0.05)  # noqa: ASYNC251
+        assert await clock.advance(hours=1) == dt.datetime(2024, 1, 15, 21, 1, tzinfo=UTC)
+        assert woke == [
+            dt.datetime(2024, 1, 15, 20, 11, tzinfo=UTC),
+            dt.datetime(2024, 1, 15, 21, 1, tzinfo=UTC),
+        ]
+        await asyncio.gather(ten_minutes, an_hour)
+
+
 async def test_a_retry_with_back_off_finishes_without_waiting(backend: str) -> None:
     attempts: list[dt.datetime] = []
 

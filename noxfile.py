@@ -88,7 +88,7 @@ def lowest_versions(session: nox.Session) -> None:
     The newest versions are what `tests` sees; this catches a lower bound that no longer holds (an
     import, an API or a fix that only a newer release has). Test-only tools keep their newest release.
     """
-    session.install("--resolution=lowest-direct", "-e", ".[postgres,time-machine,polyfactory]")
+    session.install("--resolution=lowest-direct", "-e", ".[postgres,time-machine,polyfactory,alembic]")
     frozen = session.run("uv", "pip", "freeze", external=True, silent=True) or ""
     # Not in session.create_tmp(): that moves TMPDIR, and the unix socket tests' paths grow too long.
     constraints = os.path.join(session.virtualenv.location, "lowest-constraints.txt")

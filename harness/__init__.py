@@ -35,6 +35,7 @@ from harness.exceptions import (
     IsolationError,
     IsolationProbeError,
     LifespanError,
+    MigrationError,
     MockApiError,
     NetworkBlockedError,
     RouteNotCalledError,
@@ -48,6 +49,7 @@ from harness.exceptions import (
     WebhookError,
 )
 from harness.factories import Creation, ModelFactory, use_session
+from harness.migrations import AlembicMigrations
 from harness.network import NetworkGuard, block_network
 from harness.plugin import register_api, register_factory
 from harness.queries import (
@@ -71,6 +73,7 @@ from harness.webhooks import SignedWebhook
 __version__ = version("pytest-async-harness")
 
 __all__ = [  # membership is pinned by tests/test_public_api.py
+    "AlembicMigrations",
     "AppClient",
     "AppError",
     "AppLifespan",
@@ -92,6 +95,7 @@ __all__ = [  # membership is pinned by tests/test_public_api.py
     "IsolationError",
     "IsolationProbeError",
     "LifespanError",
+    "MigrationError",
     "MockApi",
     "MockApiError",
     "MockRoute",

@@ -5,6 +5,7 @@ HarnessError
 │   └── UnsafeDatabaseError                not a test database, or not on loopback
 ├── DatabaseUnavailableError               the server cannot be reached
 ├── SchemaError                            the schema callable (or create_all) failed
+│   └── MigrationError                     an Alembic migration failed, or differs from the models
 ├── ScopeError                             a rollback scope used after it ended
 ├── FactoryError                           a factory cannot create what it was asked to
 ├── ClockError                             a time that cannot be read, a clock used wrongly
@@ -41,6 +42,7 @@ __all__ = [
     "IsolationError",
     "IsolationProbeError",
     "LifespanError",
+    "MigrationError",
     "MockApiError",
     "NetworkBlockedError",
     "RouteNotCalledError",
@@ -73,6 +75,10 @@ class DatabaseUnavailableError(HarnessError):
 
 class SchemaError(HarnessError):
     """Building the test schema failed."""
+
+
+class MigrationError(SchemaError):
+    """Alembic migrations that cannot run, fail, or build a database other than the models describe."""
 
 
 class ScopeError(HarnessError):

@@ -48,7 +48,7 @@ _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "p
 T = TypeVar("T")
 
 
-def _run_aside(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_aside(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` to completion on a private event loop in a helper thread: set-up work that
     must not touch (or need) the caller's event loop, running or not."""
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="harness-setup") as pool:
@@ -169,6 +169,8 @@ class TestDatabase:
             source = "\n".join(ddl)
         elif self.schema is None:
             source = "no schema"
+        elif isinstance(fingerprint := getattr(self.schema, "schema_fingerprint", None), str):
+            source = fingerprint  # AlembicMigrations: its scripts
         else:
             source = f"{getattr(self.schema, '__module__', '')}.{getattr(self.schema, '__qualname__', repr(self.schema))}"
         return hashlib.sha256(source.encode()).hexdigest()[:16]
@@ -195,11 +197,11 @@ class TestDatabase:
         """`create` for synchronous code: run on a private event loop in a helper thread, so it
         works before any event loop exists and inside a running one alike (whose thread it blocks
         until the database is ready)."""
-        return _run_aside(self.create())
+        return run_aside(self.create())
 
     def drop_sync(self, *, template: bool = True) -> None:
         """`drop` for synchronous code, as `create_sync`."""
-        _run_aside(self.drop(template=template))
+        run_aside(self.drop(template=template))
 
     def __enter__(self) -> TestDatabase:
         self.create_sync()
@@ -426,6 +428,8 @@ async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
                 await cast(Callable[[AsyncConnection], Awaitable[Any]], schema)(connection)
             elif schema is not None:
                 await connection.run_sync(schema)  # type: ignore[arg-type]
+    except SchemaError:  # says what failed already (AlembicMigrations' MigrationError)
+        raise
     except Exception as exc:
         what = "create_all" if isinstance(schema, MetaData) else getattr(schema, "__qualname__", repr(schema))
         msg = (

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from factories import CampaignFactory, ContactFactory, UserFactory
 from fastapi import FastAPI
 from mocks import OpenPhoneApi
-from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import harness
 from app.api import app
-from app.models import Base, Campaign, User
-from harness import AppClient, register_api, register_factory
+from app.models import Campaign, User
+from harness import AlembicMigrations, AppClient, register_api, register_factory
 
 
+# --8<-- [start:schema]
 @pytest.fixture(scope="session")
-def harness_schema() -> MetaData:
-    return Base.metadata
+def harness_schema() -> AlembicMigrations:
+    """The schema is the project's migrations (migrations/versions/), run to head once per run."""
+    return AlembicMigrations(Path(__file__).parent / "alembic.ini")
+
+
+# --8<-- [end:schema]
 
 
 @pytest.fixture

@@ -3,11 +3,12 @@
 Fixture layers (override the ``harness_*`` ones in conftest.py):
 
 ```text
-harness_database_url  harness_schema  harness_engine_options     session · configuration
+harness_database_url  harness_schema  harness_seed  harness_engine_options     session · configuration
     └── harness_database                                         session · TestDatabase, built once
           └── _harness_adoption  (harness_engines)               session · the app's engines adopted
                 └── db_engine                                    function · the test database's AsyncEngine
                       └── db_session                             function · AsyncSession in a rollback scope
+                            ├── seeded                           function · the seed's objects, in db_session
                             └── app_client  (harness_app, harness_app_bind)
 ```
 
@@ -54,7 +55,8 @@ from harness.db import (
     stop_recording_engine_sites,
 )
 from harness.db.explain import explain as explain_database_error
-from harness.exceptions import ClockError, HarnessError
+from harness.db.seed import Seeded, SeedFunction, load_seeded
+from harness.exceptions import ClockError, HarnessError, SchemaError
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
 from harness.summary import CATEGORIES, RunSummary, record_categories
@@ -529,6 +531,14 @@ def harness_schema() -> Schema:
 
 
 @pytest.fixture(scope="session")
+def harness_seed() -> SeedFunction | None:
+    """Rows committed once, with the schema, that every test starts from: override it to return an
+    async function that adds them through the session it gets and returns the objects tests reach
+    by name (the `seeded` fixture)."""
+    return None
+
+
+@pytest.fixture(scope="session")
 def harness_engine_options() -> dict[str, Any]:
     """Keyword arguments for create_test_engine(); override to change pool, echo or timeouts."""
     return {}
@@ -539,6 +549,7 @@ def harness_database(
     pytestconfig: pytest.Config,
     harness_database_url: str | None,
     harness_schema: Schema,
+    harness_seed: SeedFunction | None,
     harness_engine_options: dict[str, Any],
 ) -> Iterator[TestDatabase]:
     """The TestDatabase of this run (one per xdist worker), built once; its engine is db_engine."""
@@ -547,6 +558,7 @@ def harness_database(
         database = TestDatabase(
             harness_database_url,
             schema=harness_schema,
+            seed=harness_seed,
             name=_database_name(pytestconfig, harness_database_url),
             worker=worker,
             reuse=bool(pytestconfig.getoption("--harness-reuse-db")),
@@ -612,6 +624,19 @@ async def db_session(request: pytest.FixtureRequest, db_engine: AsyncEngine) -> 
     )  # see the db_session marker
     async with scope(db_engine, **options) as session:
         yield session
+
+
+@pytest_asyncio.fixture
+async def seeded(harness_database: TestDatabase, db_session: AsyncSession) -> Seeded:
+    """The seed's named objects (see `harness_seed`), loaded into this test's `db_session`: fresh in
+    every test, so what one test changes never reaches the next."""
+    if harness_database.seed is None:
+        msg = (
+            "The seeded fixture needs seed data: override the harness_seed fixture to return an async "
+            "function that adds the rows (see harness.db.seed)."
+        )
+        raise SchemaError(msg)
+    return await load_seeded(db_session)
 
 
 @pytest.fixture

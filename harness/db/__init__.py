@@ -3,6 +3,7 @@
 One module per concern; a URL or a connection walks down this list, never up:
 
 - `harness.db.testdb`: `TestDatabase`, the database harness creates, fills and drops.
+- `harness.db.seed`: seed data, committed once with the schema and loaded fresh by each test.
 - `harness.db.access`: `block_databases`, which refuses connections to any other database.
 - `harness.db.adoption`: `adopt_engines` and `bind_sessions`: the app's engines and sessionmakers
   pointed at the test database.
@@ -23,6 +24,7 @@ from harness.db.commits import CommitScope, commit_scope
 from harness.db.engines import create_test_engine
 from harness.db.probe import probe_isolation
 from harness.db.scopes import RollbackScope, current_session, rollback_scope
+from harness.db.seed import Seeded, SeedFunction, load_seeded
 from harness.db.testdb import Schema, TestDatabase
 from harness.db.urls import check_test_database, normalize_url
 
@@ -32,6 +34,8 @@ __all__ = [
     "EngineAdoption",
     "RollbackScope",
     "Schema",
+    "SeedFunction",
+    "Seeded",
     "TestDatabase",
     "adopt_engines",
     "bind_sessions",
@@ -40,6 +44,7 @@ __all__ = [
     "commit_scope",
     "create_test_engine",
     "current_session",
+    "load_seeded",
     "normalize_url",
     "probe_isolation",
     "record_engine_sites",

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import inspect
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -30,8 +32,16 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from harness.db.engines import create_test_engine, trust
 from harness.db.probe import probe_isolation
-from harness.db.urls import TEST_PREFIX, check_test_database, is_memory, normalize_url
+from harness.db.seed import SeedFunction, plant_seed
+from harness.db.urls import HARNESS_MARK, TEST_PREFIX, check_test_database, is_memory, normalize_url
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
+
+try:
+    import fcntl
+
+    _FILE_LOCKS = True
+except ImportError:  # Windows
+    _FILE_LOCKS = False
 
 __all__ = ["Schema", "TestDatabase"]
 
@@ -39,7 +49,7 @@ Schema = MetaData | Callable[[Connection], Any] | Callable[[AsyncConnection], Aw
 """What builds the test schema: a `MetaData` (``create_all``), or a callable that receives the
 connection (sync callables, such as an Alembic ``upgrade``, get a sync `Connection`)."""
 
-_MARK = "created by harness for tests"
+_MARK = HARNESS_MARK
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _MAX_NAME = 63  # PostgreSQL's NAMEDATALEN - 1
 _LOCK_TIMEOUT = "10s"
@@ -61,7 +71,9 @@ class TestDatabase:
     ``url`` names the server (PostgreSQL) or the file (SQLite) the test database is derived from;
     harness never writes to that database itself. The test database is ``test_<name>`` where
     ``name`` defaults to the URL's database name, with ``_<worker>`` appended under pytest-xdist.
-    ``schema`` is a `MetaData` or a callable that builds the schema (see `Schema`).
+    ``schema`` is a `MetaData` or a callable that builds the schema (see `Schema`); ``seed`` is an
+    async function that commits rows every test starts from (see `harness.db.seed`), run once with
+    the schema, before the database is cloned for the workers.
     ``reuse=True`` keeps the database after `drop` and reuses it next time if the schema did not
     change; ``recreate=True`` rebuilds it even then.
 
@@ -88,6 +100,7 @@ class TestDatabase:
         url: str | URL | None = None,
         *,
         schema: Schema = None,
+        seed: SeedFunction | None = None,
         name: str | None = None,
         worker: str | None = None,
         reuse: bool = False,
@@ -99,7 +112,7 @@ class TestDatabase:
     ) -> None:
         # No URL: a SQLite file per worker in the temporary directory, the embedded default.
         self.server_url = normalize_url(url if url is not None else "sqlite+aiosqlite:///harness.sqlite3")
-        self.schema = schema
+        self.schema, self.seed = schema, seed
         self.reuse, self.recreate, self.allow_remote = reuse, recreate, allow_remote
         self.engine_options = dict(engine_options or {})
         self.engine: AsyncEngine | None = None
@@ -172,7 +185,9 @@ class TestDatabase:
         elif isinstance(fingerprint := getattr(self.schema, "schema_fingerprint", None), str):
             source = fingerprint  # AlembicMigrations: its scripts
         else:
-            source = f"{getattr(self.schema, '__module__', '')}.{getattr(self.schema, '__qualname__', repr(self.schema))}"
+            source = _name_and_source(self.schema)
+        if self.seed is not None:
+            source += "\nseed " + _name_and_source(self.seed)
         return hashlib.sha256(source.encode()).hexdigest()[:16]
 
     async def create(self) -> AsyncEngine:
@@ -187,7 +202,7 @@ class TestDatabase:
             await self._create_sqlite_file()
         self.engine = create_test_engine(self.url, allow_remote=self.allow_remote, **self.engine_options)
         if self.is_memory:
-            await _build_schema(self.engine, self.schema, self.name)
+            await self._build(self.engine, self.name)
         await probe_isolation(self.engine)
         if not self.is_memory:  # pooled connections belong to this event loop; tests bring their own
             await self.engine.dispose()
@@ -234,6 +249,12 @@ class TestDatabase:
         else:
             self._remove_sqlite_file()
 
+    async def _build(self, engine: AsyncEngine, name: str) -> None:
+        await _build_schema(engine, self.schema, name)
+        if self.seed is not None:
+            async with engine.begin() as connection:
+                await plant_seed(connection, self.seed, name)
+
     # -- PostgreSQL -------------------------------------------------------------------------------
 
     def _admin(self) -> _AdminConnection:
@@ -262,7 +283,7 @@ class TestDatabase:
                     **_unpooled(self.engine_options),
                 )
                 try:
-                    await _build_schema(engine, self.schema, self.template_name)
+                    await self._build(engine, self.template_name)
                 except SchemaError:
                     await engine.dispose()
                     await self._drop_owned(admin, self.template_name)
@@ -322,47 +343,96 @@ class TestDatabase:
         return Path(str(self.url.database))
 
     @property
-    def _marker_path(self) -> Path:
-        return self._sqlite_path.with_name(self._sqlite_path.name + ".harness")
+    def _template_path(self) -> Path:
+        return self._sqlite_path.with_name(f"{self.template_name}.sqlite3")
 
     async def _create_sqlite_file(self) -> None:
         path, fingerprint = self._sqlite_path, self._fingerprint()
         if path.exists():
-            marker = json.loads(self._marker_path.read_text()) if self._marker_path.exists() else {}
-            if self.reuse and not self.recreate and marker.get("schema") == fingerprint:
+            if self.reuse and not self.recreate and _sqlite_mark(path).get("schema") == fingerprint:
                 return
-            self._remove_sqlite_file()
+            _remove_sqlite_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._marker_path.write_text(
-            json.dumps({"mark": _MARK, "schema": "building"})
-        )  # ours, not usable yet
-        engine = create_test_engine(self.url, **_unpooled(self.engine_options))
+        if not _FILE_LOCKS:  # no file locks to share a template between workers: each builds its own
+            await self._build_sqlite_file(path, fingerprint)
+            return
+        # As on PostgreSQL, the schema (and the seed) is built once per run into a template that
+        # each worker copies; the first worker builds, the others wait on the lock.
+        template = self._template_path
+        async with _file_lock(_lock_file(template)):
+            built = _sqlite_mark(template).get("schema")
+            this_run = f"{fingerprint}; run {self.run_id}"
+            if built != this_run and not (
+                self.reuse and not self.recreate and (built or "").startswith(fingerprint)
+            ):
+                _remove_sqlite_file(template)
+                await self._build_sqlite_file(template, this_run)
+        shutil.copyfile(template, path)
+        _sqlite_mark(path, fingerprint)
+
+    async def _build_sqlite_file(self, path: Path, mark: str) -> None:
+        _sqlite_mark(path, "building")  # ours, not usable yet
+        engine = create_test_engine(self.url.set(database=str(path)), **_unpooled(self.engine_options))
         try:
-            await _build_schema(engine, self.schema, self.name)
+            await self._build(engine, path.stem)
         except SchemaError:
             await engine.dispose()
-            self._remove_sqlite_file()
+            _remove_sqlite_file(path)
             raise
         await engine.dispose()
-        self._marker_path.write_text(json.dumps({"mark": _MARK, "schema": fingerprint}))
+        _sqlite_mark(path, mark)
 
     def _remove_sqlite_file(self) -> None:
-        path = self._sqlite_path
-        if not path.exists():
-            self._marker_path.unlink(missing_ok=True)
-            return
-        if not self._marker_path.exists():
-            msg = (
-                f"SQLite file {str(path)!r} exists but was not created by harness, so harness will not delete or "
-                "change it. Delete it yourself if it is disposable, or choose another test database name."
-            )
-            raise UnsafeDatabaseError(msg)
-        for leftover in (
-            path,
-            *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm")),
-        ):
-            leftover.unlink(missing_ok=True)
-        self._marker_path.unlink()
+        _remove_sqlite_file(self._sqlite_path)
+        if self.template_name != self.name:
+            _remove_sqlite_file(self._template_path)
+
+
+def _sqlite_mark(path: Path, schema: str | None = None) -> dict[str, str]:
+    """Read (or, given ``schema``, write) the marker file that says harness made the SQLite file at ``path``."""
+    marker = path.with_name(path.name + ".harness")
+    if schema is not None:
+        marker.write_text(json.dumps({"mark": _MARK, "schema": schema}))
+    return cast(dict[str, str], json.loads(marker.read_text())) if marker.exists() else {}
+
+
+def _remove_sqlite_file(path: Path) -> None:
+    marker = path.with_name(path.name + ".harness")
+    if not path.exists():
+        marker.unlink(missing_ok=True)
+        return
+    if not marker.exists():
+        msg = (
+            f"SQLite file {str(path)!r} exists but was not created by harness, so harness will not delete or "
+            "change it. Delete it yourself if it is disposable, or choose another test database name."
+        )
+        raise UnsafeDatabaseError(msg)
+    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        leftover.unlink(missing_ok=True)
+    marker.unlink()
+
+
+def _lock_file(path: Path) -> Path:
+    """Where the lock on ``path`` lives: the temporary directory, not beside the user's files."""
+    locks = Path(tempfile.gettempdir()) / "harness-locks"
+    locks.mkdir(exist_ok=True)
+    return locks / f"{path.name}-{hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]}.lock"
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(lock_file: Path) -> AsyncIterator[None]:
+    """An exclusive lock between processes (xdist workers); waits without blocking the event loop."""
+    with lock_file.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _AdminConnection:
@@ -413,6 +483,15 @@ class _AdminConnection:
 def _server_message(exc: BaseException) -> str:
     orig = getattr(exc, "orig", exc)
     return str(orig).splitlines()[0].split(": ", 1)[-1] if str(orig) else type(orig).__name__
+
+
+def _name_and_source(function: Any) -> str:
+    """A callable's name and, where Python has it, its source: a change to either rebuilds a reused database."""
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    try:
+        return f"{name}\n{inspect.getsource(function)}"
+    except (OSError, TypeError):
+        return name
 
 
 def _unpooled(options: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from harness.network import is_loopback_ip
 
 __all__ = [
     "DEFAULT_URL",
+    "HARNESS_MARK",
     "TEST_PREFIX",
     "check_test_database",
     "database_key",
@@ -24,6 +25,7 @@ __all__ = [
 
 DEFAULT_URL = "sqlite+aiosqlite://"
 TEST_PREFIX = "test_"
+HARNESS_MARK = "created by harness for tests"  # PostgreSQL's database comment, SQLite's marker file
 _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "pytest-async-harness[postgres]"}
 _BACKEND_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import harness
 from app.api import app
 from app.models import Campaign, User
 from harness import AlembicMigrations, AppClient, register_api, register_factory
+from harness.db import SeedFunction
 
 
 # --8<-- [start:schema]
@@ -24,6 +26,22 @@ def harness_schema() -> AlembicMigrations:
 
 
 # --8<-- [end:schema]
+
+
+# --8<-- [start:seed]
+async def reference_data(session: AsyncSession) -> dict[str, object]:
+    """Committed once per run, with the schema: the operations account every environment has."""
+    admin = User(email="ops@campaigns.test", api_token=secrets.token_hex(16))
+    session.add(admin)
+    return {"admin": admin}
+
+
+@pytest.fixture(scope="session")
+def harness_seed() -> SeedFunction:
+    return reference_data
+
+
+# --8<-- [end:seed]
 
 
 @pytest.fixture

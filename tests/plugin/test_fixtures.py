@@ -152,6 +152,88 @@ def test_per_worker_databases_under_xdist(harness_pytester: pytest.Pytester) -> 
     assert {name.rsplit("_", 1)[1] for name in names} == {"gw0", "gw1"}
 
 
+SEEDED_MODELS = """
+    import secrets
+
+    import pytest
+    from sqlalchemy import ForeignKey
+    from sqlalchemy.ext.asyncio import AsyncAttrs
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+    class Base(AsyncAttrs, DeclarativeBase):
+        pass
+
+    class Tenant(Base):
+        __tablename__ = "tenants"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        token: Mapped[str]
+        users: Mapped[list["User"]] = relationship(back_populates="tenant")
+
+    class User(Base):
+        __tablename__ = "users"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        email: Mapped[str]
+        tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"))
+        tenant: Mapped[Tenant | None] = relationship(back_populates="users")
+
+    async def reference_data(session):
+        tenants = [Tenant(token=secrets.token_hex(8)) for _ in range(50)]  # random, as real tokens are
+        admin = User(email="admin@acme.test", tenant=tenants[0])
+        session.add_all([*tenants, admin])
+        return {"acme": tenants[0], "tenants": tenants, "admin": admin}
+
+    @pytest.fixture(scope="session")
+    def harness_schema():
+        return Base.metadata
+
+    @pytest.fixture(scope="session")
+    def harness_seed():
+        return reference_data
+"""
+
+
+def test_seed_data_is_the_same_for_every_worker_and_fresh_in_every_test(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """Seeded once into the template under -n 2: identical ids and tokens in both workers, and a
+    change one test makes (to a relationship too) never reaches another test."""
+    seen = harness_pytester.mkdir("seen")
+    harness_pytester.makeconftest(SEEDED_MODELS)
+    harness_pytester.makepyfile(
+        f"""
+        import os
+        import pathlib
+        import pytest
+        from conftest import User
+
+        @pytest.mark.parametrize("n", range(8))
+        async def test_starts_from_the_seed_and_changes_it(seeded, db_session, n):
+            assert seeded.admin.tenant is seeded.acme  # loaded into this test's session
+            assert [user.email for user in await seeded.acme.awaitable_attrs.users] == ["admin@acme.test"]
+            tokens = ",".join(f"{{t.id}}:{{t.token}}" for t in seeded.tenants)
+            (pathlib.Path({str(seen)!r}) / str(n)).write_text(os.environ["PYTEST_XDIST_WORKER"] + " " + tokens)
+            seeded.admin.tenant = seeded.tenants[n + 1]  # what the ported suite's earlier test did
+            seeded.acme.token = "changed"
+            db_session.add(User(email=f"{{n}}@acme.test", tenant=seeded.acme))
+            await db_session.commit()
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-n", "2", "-p", "xdist")
+    result.assert_outcomes(passed=8)
+    runs = [path.read_text().split(" ", 1) for path in seen.iterdir()]
+    assert {worker for worker, _ in runs} == {"gw0", "gw1"}
+    assert len({tokens for _, tokens in runs}) == 1
+    assert "changed" not in runs[0][1]
+
+
+def test_seeded_without_a_seed_says_how_to_give_one(harness_pytester: pytest.Pytester) -> None:
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile("async def test_it(seeded):\n    pass\n")
+    result = harness_pytester.runpytest_subprocess("-p", "no:xdist")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*The seeded fixture needs seed data: override the harness_seed fixture*"])
+
+
 def test_fixtures_work_in_strict_asyncio_mode(harness_pytester: pytest.Pytester) -> None:
     """Under pytest-asyncio's strict mode, marked tests get db_engine and db_session."""
     harness_pytester.makeini(

@@ -669,6 +669,14 @@ def harness_app() -> Any:
 
 
 @pytest.fixture
+def harness_app_client_options() -> dict[str, Any]:
+    """Keyword arguments of every test's `app_client` (as `harness.app_client()` takes them):
+    override it for the app's `base_url` (an app under `/api`, one that checks the Host header) or
+    default `headers`. The `app_client` marker's options win; its headers are added to these."""
+    return {}
+
+
+@pytest.fixture
 def harness_app_bind() -> list[Any]:
     """More of the app to point at the test database, per test: engines to adopt, async_sessionmakers to bind."""
     return []
@@ -703,6 +711,7 @@ async def _harness_lifespans() -> AsyncIterator[list[AppLifespan]]:
 async def app_client_fixture(
     request: pytest.FixtureRequest,
     harness_app: Any,
+    harness_app_client_options: dict[str, Any],
     harness_app_bind: list[Any],
     _harness_app_session: AsyncSession | None,
     _harness_lifespans: list[AppLifespan],
@@ -714,7 +723,10 @@ async def app_client_fixture(
             "returns it (e.g. `return create_app()`)."
         )
         raise pytest.UsageError(msg)
-    options = marker_options(request, "app_client")
+    marked = marker_options(request, "app_client")
+    options = harness_app_client_options | marked
+    if "headers" in harness_app_client_options and "headers" in marked:  # a marker adds headers
+        options["headers"] = {**dict(harness_app_client_options["headers"]), **dict(marked["headers"])}
     mode = request.config.getini("harness_app_lifespan")
     if "lifespan" not in options and mode == "off":
         options["lifespan"] = False

@@ -358,6 +358,52 @@ def test_the_lifespan_is_switched_off_by_marker_and_ini(project: pytest.Pytester
     result.stdout.fnmatch_lines(["FAILED *::test_runs_it*", "FAILED *::test_skips_it*"])
 
 
+def test_client_options_give_every_test_a_base_url_and_headers(harness_pytester: pytest.Pytester) -> None:
+    """harness_app_client_options sets base_url (a path prefix, the Host header) and default headers;
+    the app_client marker's options win, and its headers are added to the fixture's."""
+    harness_pytester.makeconftest(
+        """
+        import pytest
+        from fastapi import FastAPI, Request
+
+        app = FastAPI()
+
+        @app.get("/api/echo")
+        async def echo(request: Request):
+            return {"host": request.headers["host"], "path": request.url.path, "tenant": request.headers.get("x-tenant"),
+                    "trace": request.headers.get("x-trace")}
+
+        @pytest.fixture
+        def harness_app():
+            return app
+
+        @pytest.fixture
+        def harness_app_client_options():
+            return {"base_url": "https://acme.example.test/api", "headers": {"X-Tenant": "acme"}}
+        """
+    )
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        async def test_the_fixture_options(app_client):
+            reply = (await app_client.get("/echo")).json()
+            assert reply == {"host": "acme.example.test", "path": "/api/echo", "tenant": "acme", "trace": None}
+
+        @pytest.mark.app_client(headers={"X-Trace": "t1"})
+        async def test_marker_headers_are_added(app_client):
+            reply = (await app_client.get("/echo")).json()
+            assert (reply["tenant"], reply["trace"]) == ("acme", "t1")
+
+        @pytest.mark.app_client(base_url="http://other.test")
+        async def test_the_marker_wins(app_client):
+            reply = (await app_client.get("/api/echo")).json()
+            assert (reply["host"], reply["path"]) == ("other.test", "/api/echo")
+        """
+    )
+    harness_pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=3)
+
+
 def test_a_bad_lifespan_setting_lists_the_valid_ones(harness_pytester: pytest.Pytester) -> None:
     """harness_app_lifespan takes shared, test or off."""
     add_ini(harness_pytester, "harness_app_lifespan = sometimes")

@@ -1,7 +1,7 @@
 """Developer and CI tasks: `nox -s example`, `nox -s tests`, `nox -s lint typecheck docs bench`.
 
 The PostgreSQL sessions use the server in $HARNESS_POSTGRES_URL, or start a throwaway cluster with
-.ci/postgres.py for the duration of the session.
+`python -m harness.postgres` for the duration of the session.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import nox
@@ -25,7 +24,6 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-POSTGRES_SCRIPT = os.path.join(".ci", "postgres.py")
 
 
 def install(session: nox.Session, *groups: str) -> None:
@@ -39,19 +37,19 @@ def postgres_server(session: nox.Session) -> Iterator[str]:
     if url := os.environ.get("HARNESS_POSTGRES_URL"):
         yield url
         return
-    # Its progress (an apt install, initdb, the start) shows as it happens; stdout is the URL.
-    started = subprocess.run(
-        [sys.executable, POSTGRES_SCRIPT, "start"], stdout=subprocess.PIPE, text=True, check=False
-    )
+    # harness's own module, from the session's environment. Its progress (an apt install, initdb,
+    # the start) shows as it happens; stdout is the URL.
+    command = [os.path.join(session.bin, "python"), "-m", "harness.postgres"]
+    started = subprocess.run([*command, "start", "--install"], stdout=subprocess.PIPE, text=True, check=False)
     if started.returncode != 0:
         session.error(
             "PostgreSQL is needed for this session and could not be started (its output is above).\n"
-            f"Start one with `python {POSTGRES_SCRIPT} start` and export HARNESS_POSTGRES_URL=<the URL it prints>."
+            "Start one with `python -m harness.postgres start` and export HARNESS_POSTGRES_URL=<the URL it prints>."
         )
     try:
         yield started.stdout.strip()
     finally:
-        subprocess.run([sys.executable, POSTGRES_SCRIPT, "stop"], check=False)
+        subprocess.run([*command, "stop"], check=False)
 
 
 def database_url(server_url: str) -> str:

@@ -29,12 +29,12 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from harness.apis import MockApi
@@ -59,12 +59,14 @@ from harness.db.seed import Seeded, SeedFunction, load_seeded
 from harness.exceptions import ClockError, HarnessError, SchemaError
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
+from harness.postgres import ThrowawayPostgres
 from harness.summary import CATEGORIES, RunSummary, record_categories
 
 F = TypeVar("F", bound=type[ModelFactory[Any]])
 A = TypeVar("A", bound=type[MockApi])
 
 _SEED = pytest.StashKey[int]()
+_STARTED_URL = pytest.StashKey[str]()  # the URL of the server --harness-start-postgres started
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _DATABASE_GUARD = pytest.StashKey[DatabaseGuard]()
 _CLOCKS_STARTED = pytest.StashKey[list[Clock]]()  # by the test's body, still running when it returned
@@ -98,6 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Default: $HARNESS_DATABASE_URL, then the harness_database_url ini key, then a SQLite file per worker.",
     )
     group.addoption(
+        "--harness-start-postgres",
+        action="store_true",
+        help="Start a throwaway PostgreSQL server for the run (harness.postgres: initdb on 127.0.0.1, "
+        "deleted at the end) and derive the test database from it. Also $HARNESS_START_POSTGRES=1 or "
+        "the harness_start_postgres ini key.",
+    )
+    group.addoption(
         "--harness-reuse-db",
         action="store_true",
         help="Keep the test database after the run and reuse it next time if the schema is unchanged.",
@@ -126,6 +135,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "harness_database_url",
         "Server or file URL of the test database, when neither the option nor the environment gives one.",
+    )
+    parser.addini(
+        "harness_start_postgres",
+        "Start a throwaway PostgreSQL server for each run (see --harness-start-postgres).",
+        type="bool",
+        default=False,
     )
     parser.addini(
         "harness_categories",
@@ -218,6 +233,7 @@ def pytest_configure(config: pytest.Config) -> None:
         + ", ".join(CATEGORIES)
         + ", or one added with the harness_categories ini key.",
     )
+    _start_postgres(config)
     with contextlib.suppress(HarnessError):  # a bad URL is reported when the database is built
         # The driver is imported now, before any clock freezes: asyncpg imported under freezegun
         # fails on its fake datetime class.
@@ -267,6 +283,8 @@ def _database_url(config: pytest.Config) -> tuple[str | None, str]:
     The first that is set wins: the --harness-database-url option, $HARNESS_DATABASE_URL, the
     harness_database_url ini key. None: an embedded SQLite file per worker.
     """
+    if url := config.stash.get(_STARTED_URL, None):
+        return url, "a throwaway server harness started (--harness-start-postgres)"
     if url := config.getoption("harness_database_url"):
         return str(url), "URL from --harness-database-url"
     if url := os.environ.get("HARNESS_DATABASE_URL"):
@@ -278,6 +296,46 @@ def _database_url(config: pytest.Config) -> tuple[str | None, str]:
         "embedded SQLite: no URL given (--harness-database-url, $HARNESS_DATABASE_URL or the "
         "harness_database_url ini key)"
     )
+
+
+def _start_postgres(config: pytest.Config) -> None:
+    """--harness-start-postgres: a server for the run, started by the controller; workers read its URL."""
+    wanted = (
+        config.getoption("harness_start_postgres")
+        or os.environ.get("HARNESS_START_POSTGRES", "").lower() in ("1", "true", "yes")
+        or config.getini("harness_start_postgres")
+    )
+    if not wanted or hasattr(config, "workerinput"):
+        return
+    url, source = _database_url(config)
+    if url:
+        msg = (
+            f"--harness-start-postgres starts a PostgreSQL server for the run, and a database URL is given too "
+            f"({source}). Give one of them."
+        )
+        raise pytest.UsageError(msg)
+    server = ThrowawayPostgres(
+        state=os.path.join(tempfile.gettempdir(), f"harness-postgres-run-{os.getpid()}.json")
+    )
+    try:
+        server_url = server.start()
+    except HarnessError as error:
+        msg = f"--harness-start-postgres: {error}"
+        raise pytest.UsageError(msg) from None
+    config.add_cleanup(server.stop)
+    # The test database is named after the project, as the embedded SQLite default is.
+    url = f"{server_url.rsplit('/', 1)[0]}/{_default_name(config, None)}"
+    config.stash[_STARTED_URL] = url
+    previous = os.environ.get("HARNESS_DATABASE_URL")
+    os.environ["HARNESS_DATABASE_URL"] = url  # xdist workers, started after this, inherit it
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop("HARNESS_DATABASE_URL", None)
+        else:
+            os.environ["HARNESS_DATABASE_URL"] = previous
+
+    config.add_cleanup(restore)
 
 
 def _database_line(config: pytest.Config) -> str:
@@ -413,13 +471,20 @@ def _database_guard(item: pytest.Item) -> DatabaseGuard | None:
     return block_databases(allow=[str(database) for database in marker.args] if marker else [])
 
 
+def _host_of(url: str) -> str | None:
+    try:
+        return normalize_url(url).host
+    except HarnessError:  # a bad URL is reported when the database is built, with the password hidden
+        return None
+
+
 def _network_guard(item: pytest.Item) -> NetworkGuard | None:
     marker = item.get_closest_marker("allow_network")
     if not item.config.getini("harness_block_network") or (marker is not None and not marker.args):
         return None
     allowed = [str(host) for host in marker.args] if marker else []
     url, _ = _database_url(item.config)
-    if url and (host := make_url(url).host):
+    if url and (host := _host_of(url)):
         allowed.append(host)  # a database server the user allowed (harness_allow_remote_database)
     if host := item.config.stash.get(_DATABASE_HOST, None):
         allowed.append(host)  # the same, named by an overridden harness_database_url fixture
@@ -436,7 +501,7 @@ def pytest_fixture_setup(
 ) -> Generator[None, Any, Any]:
     __tracebackhide__ = True  # a fixture's error is shown without this wrapper
     url = yield
-    if fixturedef.argname == "harness_database_url" and isinstance(url, str) and (host := make_url(url).host):
+    if fixturedef.argname == "harness_database_url" and isinstance(url, str) and (host := _host_of(url)):
         # An overridden harness_database_url fixture names the server after the guard was set up.
         request.config.stash[_DATABASE_HOST] = host
         if (guard := request.config.stash.get(_CURRENT_NETWORK_GUARD, None)) is not None:

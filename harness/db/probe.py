@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from harness.db.commits import PROBE_TABLE
 from harness.db.scopes import RollbackScope
-from harness.db.urls import check_test_database, safe_url
-from harness.exceptions import IsolationProbeError
+from harness.db.urls import HARNESS_MARK, check_test_database, is_memory, safe_url
+from harness.exceptions import IsolationProbeError, UnsafeDatabaseError
 
 __all__ = ["probe_isolation"]
 
@@ -20,6 +22,7 @@ async def probe_isolation(engine: AsyncEngine) -> None:
     fresh connection. Raises `IsolationProbeError` if the row survived (a driver that leaks).
     """
     check_test_database(engine.url, allow_remote=True)
+    await _refuse_a_database_harness_did_not_create(engine)
     async with engine.begin() as connection:
         await connection.execute(text(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id INTEGER)"))
     try:
@@ -41,3 +44,29 @@ async def probe_isolation(engine: AsyncEngine) -> None:
             "with harness.create_test_engine(), which applies the driver fixes, instead of create_async_engine()."
         )
         raise IsolationProbeError(msg)
+
+
+async def _refuse_a_database_harness_did_not_create(engine: AsyncEngine) -> None:
+    # The probe writes a scratch table: only into a database harness made (or a new SQLite file).
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        foreign = not is_memory(url) and _foreign_sqlite_file(Path(str(url.database)))
+    else:
+        async with engine.connect() as connection:
+            comment = await connection.scalar(
+                text(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()"
+                )
+            )
+        foreign = not str(comment or "").startswith(HARNESS_MARK)
+    if foreign:
+        msg = (
+            f"probe_isolation() writes a scratch table, and {safe_url(url)!r} is a database harness did not create, "
+            "so harness will not write to it. Probe the engine of a harness.TestDatabase (or a new SQLite file)."
+        )
+        raise UnsafeDatabaseError(msg)
+
+
+def _foreign_sqlite_file(path: Path) -> bool:
+    """A SQLite file with data in it and no harness marker beside it."""
+    return path.is_file() and path.stat().st_size > 0 and not path.with_name(path.name + ".harness").exists()

@@ -53,6 +53,7 @@ _MARK = HARNESS_MARK
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _MAX_NAME = 63  # PostgreSQL's NAMEDATALEN - 1
 _LOCK_TIMEOUT = "10s"
+_CONNECT_TIMEOUT = 10  # seconds
 # Pool settings that only a pooling pool takes: the schema is built on an unpooled engine.
 _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "poolclass", "pool")
 T = TypeVar("T")
@@ -265,6 +266,8 @@ class TestDatabase:
         async with self._admin() as admin:
             # One builder at a time across xdist workers; the lock ends with the connection.
             await admin.execute(text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": self.template_name})
+            for name in (self.name, self.template_name):  # refused before anything is built
+                await self._refuse_foreign(admin, name)
             template_mark = await self._mark_of(admin, self.template_name)
             wanted = f"{_MARK}; schema {fingerprint}"
             this_run = f"{wanted}; run {self.run_id}"
@@ -324,9 +327,14 @@ class TestDatabase:
         return None if row is None else str(row[0])
 
     async def _drop_owned(self, admin: AsyncConnection, name: str) -> None:
+        if await self._refuse_foreign(admin, name):
+            await admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+    async def _refuse_foreign(self, admin: AsyncConnection, name: str) -> bool:
+        """Whether database ``name`` exists; UnsafeDatabaseError if harness did not create it."""
         mark = await self._mark_of(admin, name)
         if mark is None:
-            return
+            return False
         if not mark.startswith(_MARK):
             msg = (
                 f"Database {name!r} exists on the server but was not created by harness, so harness will not drop "
@@ -334,7 +342,7 @@ class TestDatabase:
                 "(TestDatabase(name=...) or the harness_database_name setting)."
             )
             raise UnsafeDatabaseError(msg)
-        await admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        return True
 
     # -- SQLite -----------------------------------------------------------------------------------
 
@@ -443,7 +451,10 @@ class _AdminConnection:
         check_test_database(server_url.set(database=TEST_PREFIX + "admin"), allow_remote=allow_remote)
         self.url = server_url.set(database="postgres")
         self.engine = create_async_engine(
-            self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"timeout": 10}
+            self.url,
+            isolation_level="AUTOCOMMIT",
+            poolclass=NullPool,
+            connect_args={"timeout": _CONNECT_TIMEOUT},
         )
         trust(self.engine)
         self.connection: AsyncConnection | None = None
@@ -453,7 +464,7 @@ class _AdminConnection:
             self.connection = await self.engine.connect()
         except (TimeoutError, OSError, DBAPIError) as exc:
             await self.engine.dispose()
-            where = f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
+            where = server_address(self.url)
             sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
             if sqlstate:  # the server is up, and said no
                 advice = (
@@ -466,10 +477,11 @@ class _AdminConnection:
                 )
                 msg = f"The PostgreSQL server at {where} refused the connection: {_server_message(exc)}. {advice}"
                 raise DatabaseUnavailableError(msg) from exc
+            what = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {_CONNECT_TIMEOUT} s"
             msg = (
-                f"Cannot connect to the PostgreSQL server at {where} ({type(exc).__name__}: {exc}). "
-                "Is the server running and is the URL right? For a throwaway local server run "
-                "`python .ci/postgres.py start` from a harness checkout, or start PostgreSQL your usual way."
+                f"Cannot connect to the PostgreSQL server at {where} ({what}). "
+                "Is the server running and is the URL right? For a throwaway local server run pytest with "
+                "--harness-start-postgres (or `python -m harness.postgres start`), or start PostgreSQL your usual way."
             )
             raise DatabaseUnavailableError(msg) from exc
         return self.connection
@@ -478,6 +490,14 @@ class _AdminConnection:
         if self.connection is not None:
             await self.connection.close()
         await self.engine.dispose()
+
+
+def server_address(url: URL) -> str:
+    """Where a PostgreSQL URL connects: host and port, or the Unix socket file."""
+    host = url.host or url.query.get("host") or os.environ.get("PGHOST") or "localhost"
+    host = host if isinstance(host, str) else ",".join(host)
+    port = url.port or url.query.get("port") or os.environ.get("PGPORT") or 5432
+    return f"the Unix socket {host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
 
 
 def _server_message(exc: BaseException) -> str:
@@ -510,6 +530,15 @@ async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
     except SchemaError:  # says what failed already (AlembicMigrations' MigrationError)
         raise
     except Exception as exc:
+        if isinstance(exc, OSError | TimeoutError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            msg = (
+                f"The connection to the database server broke while building the schema of test database "
+                f"{name!r} ({type(exc).__name__}: {_server_message(exc) if str(exc) else 'no answer'}). "
+                "Is the server still running?"
+            )
+            raise DatabaseUnavailableError(msg) from exc
         what = "create_all" if isinstance(schema, MetaData) else getattr(schema, "__qualname__", repr(schema))
         msg = (
             f"Building the schema of test database {name!r} failed: {what} raised {type(exc).__name__}: {exc}. "

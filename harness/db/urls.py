@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "pytest-async-harness[postgres]"}
 _BACKEND_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql"}
 _MEMORY_NAMES = {None, "", ":memory:"}
+_USER_PASSWORD = re.compile(r"(?P<user>://[^:/@]*:)[^@]*@")
 # URL query keys and connect_args that would choose another database or server than the URL names.
 _REDIRECTING_KEYS = ("database", "dbname", "dsn", "db", "user_database")
 
@@ -45,9 +47,13 @@ def normalize_url(url: str | URL | None) -> URL:
     raw = DEFAULT_URL if url is None else url
     try:
         parsed = make_url(raw)
-    except ArgumentError as exc:
-        msg = f"{str(raw)!r} is not a database URL. Use a URL such as 'sqlite+aiosqlite:///test_app.db' or 'postgresql+asyncpg://user@127.0.0.1:5432/app'."
-        raise DatabaseConfigError(msg) from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        problem = "its port is not a number" if isinstance(exc, ValueError) else "it cannot be read as one"
+        msg = (
+            f"{hide_password(str(raw))!r} is not a database URL: {problem}. Use a URL such as "
+            "'sqlite+aiosqlite:///test_app.db' or 'postgresql+asyncpg://user:password@127.0.0.1:5432/app'."
+        )
+        raise DatabaseConfigError(msg) from None  # the cause would print the URL, password and all
     backend = _BACKEND_ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
     driver = parsed.get_driver_name() if "+" in parsed.drivername else _DRIVERS.get(backend)
     if backend not in _DRIVERS:
@@ -66,6 +72,11 @@ def _require_driver(module: str) -> None:
     except ImportError as exc:
         msg = f"The {module!r} driver is not installed. Install it with: pip install '{_DRIVER_PACKAGES[module]}'"
         raise DatabaseConfigError(msg) from exc
+
+
+def hide_password(text: str) -> str:
+    """``text`` (a URL, even one that cannot be parsed) with the password of its user part masked."""
+    return _USER_PASSWORD.sub(r"\g<user>***@", text)
 
 
 def safe_url(url: URL) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import socket
+import sqlite3
 import warnings
 import weakref
 from collections.abc import AsyncIterator
@@ -16,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from harness.db import TestDatabase, rollback_scope
+from harness.db import TestDatabase, create_test_engine, probe_isolation, rollback_scope, testdb
 from harness.db.engines import trust
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 from tests.models import Base, Campaign
@@ -298,6 +301,7 @@ async def test_unreachable_server_says_how_to_get_one() -> None:
     message = str(excinfo.value)
     assert message.startswith("Cannot connect to the PostgreSQL server at 127.0.0.1:1 (")
     assert "Is the server running and is the URL right?" in message
+    assert "run pytest with --harness-start-postgres (or `python -m harness.postgres start`)" in message
 
 
 def test_remote_server_is_refused_before_connecting() -> None:
@@ -375,3 +379,107 @@ def test_one_engine_serves_loop_after_loop_and_drops_without_a_logged_error(
             gc.collect()
         database.drop_sync()
     assert [record.getMessage() for record in caplog.records] == []
+
+
+# -- Faults: bad URLs, foreign databases, servers that do not answer ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://me:s3cret@127.0.0.1:notaport/app", "its port is not a number"),
+        ("postgresql://me:s3cret@[::1/app", "its port is not a number"),
+        ("post gres://me:s3cret@127.0.0.1/app", "it cannot be read as one"),
+    ],
+)
+def test_a_malformed_url_is_refused_without_its_password(url: str, problem: str) -> None:
+    with pytest.raises(DatabaseConfigError) as caught:
+        TestDatabase(url)
+    assert f"is not a database URL: {problem}." in str(caught.value)
+    assert "me:***@" in str(caught.value)
+    assert caught.value.__cause__ is None  # a chained error would print the URL
+    assert caught.value.__suppress_context__
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_a_database_harness_did_not_create_is_refused_before_the_template_is_built(
+    server_url: str, admin: AsyncConnection
+) -> None:
+    built: list[str] = []
+    await admin.execute(text('CREATE DATABASE "test_someone_elses"'))
+    try:
+        database = TestDatabase(
+            server_url, name="someone_elses", schema=lambda connection: built.append("built")
+        )
+        with pytest.raises(
+            UnsafeDatabaseError,
+            match=r"^Database 'test_someone_elses' exists on the server but was not created by harness",
+        ):
+            await database.create()
+        assert built == []
+        assert database.template_name not in await database_names(admin)
+        # nor does the isolation probe write its scratch table there
+        engine = create_async_engine(server_url.rsplit("/", 1)[0] + "/test_someone_elses", poolclass=NullPool)
+        trust(engine)
+        with pytest.raises(
+            UnsafeDatabaseError,
+            match=r"probe_isolation\(\) writes a scratch table, and .* is a database harness did not create",
+        ):
+            await probe_isolation(engine)
+        await engine.dispose()
+    finally:
+        await admin.execute(text('DROP DATABASE "test_someone_elses"'))
+
+
+async def test_the_probe_refuses_a_sqlite_file_harness_did_not_create(tmp_path: Path) -> None:
+    foreign = tmp_path / "test_kept.db"
+    with contextlib.closing(sqlite3.connect(foreign)) as connection:
+        connection.execute("CREATE TABLE precious (id INTEGER)")
+        connection.commit()
+    engine = create_test_engine(f"sqlite+aiosqlite:///{foreign}")
+    with pytest.raises(UnsafeDatabaseError, match="is a database harness did not create"):
+        await probe_isolation(engine)
+    await engine.dispose()
+    fresh = create_test_engine(f"sqlite+aiosqlite:///{tmp_path / 'test_new.db'}")
+    await probe_isolation(fresh)  # a new file is fine
+    await fresh.dispose()
+
+
+async def test_a_server_that_never_answers_is_named_with_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(testdb, "_CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as listener:  # accepts connections, never says a word
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(
+            DatabaseUnavailableError, match=rf"server at 127\.0\.0\.1:{port} \(no answer within 0\.5 s\)"
+        ):
+            await TestDatabase(f"postgresql://postgres@127.0.0.1:{port}/app").create()
+
+
+async def test_a_missing_unix_socket_is_named_as_the_socket() -> None:
+    with pytest.raises(
+        DatabaseUnavailableError,
+        match=r"server at the Unix socket /nonexistent/dir/\.s\.PGSQL\.5433 \(FileNotFoundError",
+    ):
+        await TestDatabase("postgresql://postgres@/app?host=/nonexistent/dir&port=5433").create()
+
+
+async def test_a_connection_lost_while_building_says_so_not_fix_the_schema(
+    server_url: str, on_postgres: bool
+) -> None:
+    if not on_postgres:
+        pytest.skip("a SQLite file has no server to lose")
+
+    async def killed(connection: AsyncConnection) -> None:
+        await connection.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    database = TestDatabase(server_url, name="killed", schema=killed)
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        await database.create()
+    assert str(caught.value) == (
+        f"The connection to the database server broke while building the schema of test database "
+        f"{database.template_name!r} (DBAPIError: terminating connection due to administrator command). "
+        "Is the server still running?"
+    )
+    await database.drop()

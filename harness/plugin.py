@@ -415,10 +415,31 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
     in_fixture_loop = base_class or bool({"db_session", "app_client"} & set(fixturenames or ()))
     if not in_fixture_loop or not inspect.iscoroutinefunction(getattr(item, "obj", None)):
         return
+    if (refusal := _other_runner(item)) is not None:
+        item.stash[_REFUSED] = refusal  # only this test is wrong: it fails at setup
+        return
     if test_scope != fixture_scope:
         raise pytest.UsageError(
             _LOOP_MISMATCH.format(nodeid=item.nodeid, test_scope=test_scope, fixture_scope=fixture_scope)
         )
+
+
+def _other_runner(item: pytest.Item) -> str | None:
+    """Why pytest-asyncio, whose event loop harness's sessions live on, will not run this test."""
+    if not item.config.pluginmanager.has_plugin("asyncio"):
+        return (
+            f"{item.name} asks for harness's db_session or app_client, which run on pytest-asyncio's event loop, "
+            "and pytest-asyncio is not loaded (-p no:asyncio?). Load it (remove -p no:asyncio), or use "
+            "harness's library API (rollback_scope, app_client) inside the test, on the loop that runs it."
+        )
+    if item.get_closest_marker("anyio") or "anyio_backend" in getattr(item, "fixturenames", ()):
+        return (
+            f"{item.name} runs under anyio's pytest plugin (@pytest.mark.anyio or anyio_backend), on a loop of "
+            "anyio's, and harness's db_session and app_client live on pytest-asyncio's: it would fail with "
+            "'Future attached to a different loop'. Let pytest-asyncio run it: remove the anyio mark (with "
+            "asyncio_mode = auto every async test runs on asyncio) or mark it @pytest.mark.asyncio."
+        )
+    return None
 
 
 # Fixtures a plain def test can do nothing with (db_engine's url, a factory's build() are sync).
@@ -832,15 +853,23 @@ def _default_name(config: pytest.Config, url: str | None) -> str | None:
     return f"{folder}_{hashlib.sha256(str(config.rootpath).encode()).hexdigest()[:8]}"
 
 
+def _asyncio_ini(config: pytest.Config, name: str) -> object:
+    """pytest-asyncio's ini value; None when pytest-asyncio is not loaded (`-p no:asyncio`)."""
+    try:
+        return config.getini(name)
+    except ValueError:  # "unknown configuration value": nobody registered it
+        return None
+
+
 def _fixture_loop_scope(config: pytest.Config) -> str:
-    scope = config.getini("asyncio_default_fixture_loop_scope")
+    scope = _asyncio_ini(config, "asyncio_default_fixture_loop_scope")
     return str(scope) if scope in _LOOP_SCOPES else "function"
 
 
 def _test_loop_scope(item: pytest.Item) -> str:
     marker = item.get_closest_marker("asyncio")
     scope = marker.kwargs.get("loop_scope") if marker else None
-    return str(scope or item.config.getini("asyncio_default_test_loop_scope") or "function")
+    return str(scope or _asyncio_ini(item.config, "asyncio_default_test_loop_scope") or "function")
 
 
 def register_factory(factory_class: F, fixture_name: str | None = None, /, **overrides: Any) -> F:

@@ -294,6 +294,71 @@ def test_an_async_test_nothing_would_run_gets_the_configuration(harness_pytester
     )
 
 
+def test_an_anyio_test_with_harness_fixtures_is_told_to_run_on_pytest_asyncio(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """FastAPI's docs teach @pytest.mark.anyio; with harness's session such a test got a raw 'Future
+    attached to a different loop'. It fails at setup with the fix; anyio tests without harness run."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        @pytest.mark.anyio
+        async def test_marked_anyio(db_session):
+            pass
+
+        async def test_asking_for_the_backend(anyio_backend, app_client):
+            pass
+
+        @pytest.mark.anyio
+        async def test_anyio_without_harness():
+            pass
+        """
+    )
+    result = run(harness_pytester)
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_marked_anyio runs under anyio's pytest plugin (@pytest.mark.anyio or anyio_backend), on a loop of "
+            "anyio's, and harness's db_session and app_client live on pytest-asyncio's*remove the anyio mark*",
+        ]
+    )
+
+
+def test_without_pytest_asyncio_harness_says_what_its_fixtures_need(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """-p no:asyncio (an anyio-only project) ended in INTERNALERROR: unknown configuration value."""
+    harness_pytester.makeini("[pytest]\nfilterwarnings = error\nharness_database_name = no_asyncio\n")
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_with_harness(db_session):
+            pass
+
+        @pytest.mark.anyio
+        async def test_without(anyio_backend):
+            pass
+        """
+    )
+    result = harness_pytester.runpytest_subprocess("-p", "no:asyncio", "-p", "no:randomly", "-p", "no:xdist")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "test_with_harness?asyncio? asks for harness's db_session or app_client, which run on pytest-asyncio's event loop, and pytest-asyncio is not loaded*"
+        ]
+    )
+
+
 def test_a_lazy_load_names_the_attribute_and_the_fixes(harness_pytester: pytest.Pytester) -> None:
     """MissingGreenlet from a lazy relationship gets a note with the attribute and the ways to load it."""
     harness_pytester.makeconftest(

@@ -393,13 +393,17 @@ def _moving_the_wall(move: Callable[[], object]) -> None:
     _wall_moves += time.time() - before
 
 
-def _wall_offset(timer: asyncio.TimerHandle, origin: float, wall_origin: float) -> float:
-    """How far past `wall_origin` the wall clock reads when `timer` is due."""
+def _wall_offset(
+    timer: asyncio.TimerHandle, origin: float, wall_origin: float, moves_then_origin: float
+) -> float:
+    """How far past `wall_origin` (the wall when advance() began, when `_wall_moves` was
+    `moves_then_origin`) `advance()` moves the wall for `timer`. A tick() during the advance moves
+    the wall on top of this, as it moves it on top of the advance."""
     noted = _due_on_the_wall.get(timer)
     if noted is None:  # scheduled before any clock ran: read it off the loop's clock, to the millisecond
         return round(timer.when() - origin, 3)
     due, moves_then, decimals = noted
-    return round(due + (_wall_moves - moves_then) - wall_origin, decimals)
+    return round(due + (moves_then_origin - moves_then) - wall_origin, decimals)
 
 
 def _next_timer(loop: asyncio.BaseEventLoop) -> asyncio.TimerHandle | None:
@@ -565,13 +569,13 @@ class Clock:
         # Pinned before the tasks settle: a sleep they start now is due exactly `delay` after the
         # origin, not after it plus the real time the settling took (under load, over a millisecond).
         origin = loop_clock.pinned = loop_clock()
-        wall_origin = time.time()
+        wall_origin, moves_then_origin = time.time(), _wall_moves
         moved = 0.0  # how far the wall clock has gone: it follows the timers' own times
         try:
             await _settle(loop)  # let tasks reach their sleeps before the time moves
             while (timer := _next_timer(loop)) is not None and timer.when() <= origin + seconds:
                 loop_clock.pinned = max(loop_clock.pinned, timer.when())
-                wall = min(_wall_offset(timer, origin, wall_origin), seconds)
+                wall = min(_wall_offset(timer, origin, wall_origin, moves_then_origin), seconds)
                 impl.shift(max(0.0, wall - moved))
                 moved = max(moved, wall)
                 await _settle(loop)

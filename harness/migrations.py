@@ -107,17 +107,42 @@ class AlembicMigrations:
         from alembic.util import CommandError
 
         try:
-            return ScriptDirectory.from_config(self.config)
+            scripts = ScriptDirectory.from_config(self.config)
         except CommandError as exc:
             msg = f"Alembic cannot read the migrations of {self!r}: {exc}"
             raise MigrationError(msg) from exc
+        # alembic reads relative version_locations from the working directory, and skips a folder
+        # that is not there: from another folder there would be no migrations at all.
+        beside = (
+            Path(self.config.config_file_name).absolute().parent if self.config.config_file_name else None
+        )
+        if scripts.version_locations and beside is not None:
+            scripts.version_locations = [
+                str(beside / location)
+                if ":" not in str(location)
+                and not Path(location).is_absolute()
+                and not Path(location).exists()
+                else location
+                for location in scripts.version_locations
+            ]
+        return scripts
 
     @property
     def schema_fingerprint(self) -> str:
         """A hash of the migration scripts and the target revision: a reused test database whose
         migrations changed is rebuilt."""
         digest = hashlib.sha256(self.revision.encode())
-        for script in sorted(self.scripts.walk_revisions(), key=lambda s: s.revision):
+        try:
+            revisions = list(self.scripts.walk_revisions())
+        except MigrationError:
+            raise
+        except Exception as exc:  # a script that does not import: a module it needs, a syntax error
+            msg = (
+                f"Alembic cannot load the migration scripts of {self!r}: {type(exc).__name__}: {exc}. "
+                f"(prepend_sys_path in alembic.ini is read from the working directory, {os.getcwd()}.)"
+            )
+            raise MigrationError(msg) from exc
+        for script in sorted(revisions, key=lambda s: s.revision):
             digest.update(script.revision.encode())
             if script.path:
                 digest.update(Path(script.path).read_bytes())
@@ -190,8 +215,11 @@ class AlembicMigrations:
         """
         worker = os.environ.get("PYTEST_XDIST_WORKER")
         base = TestDatabase(url, worker=worker).template_name.removesuffix("_template")
+        # A template of its own per worker: workers checking at once never drop one another's.
         database = TestDatabase(
-            url, name=f"{base}_migrations", worker=worker, engine_options=dict(engine_options or {})
+            url,
+            name=f"{base}_migrations{f'_{worker}' if worker else ''}",
+            engine_options=dict(engine_options or {}),
         )
 
         async def run() -> None:

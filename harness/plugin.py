@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn, TypeVar
 
+import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -436,8 +437,9 @@ def _other_runner(item: pytest.Item) -> str | None:
         return (
             f"{item.name} runs under anyio's pytest plugin (@pytest.mark.anyio or anyio_backend), on a loop of "
             "anyio's, and harness's db_session and app_client live on pytest-asyncio's: it would fail with "
-            "'Future attached to a different loop'. Let pytest-asyncio run it: remove the anyio mark (with "
-            "asyncio_mode = auto every async test runs on asyncio) or mark it @pytest.mark.asyncio."
+            "'Future attached to a different loop'. Let pytest-asyncio run it: remove the anyio mark (from "
+            "the test, its class and the module's pytestmark) and the anyio_backend fixture; with asyncio_mode = "
+            "auto every async test then runs on asyncio (in strict mode, mark it @pytest.mark.asyncio)."
         )
     return None
 
@@ -812,7 +814,9 @@ async def app_client_fixture(
     marked = marker_options(request, "app_client")
     options = harness_app_client_options | marked
     if "headers" in harness_app_client_options and "headers" in marked:  # a marker adds headers
-        options["headers"] = {**dict(harness_app_client_options["headers"]), **dict(marked["headers"])}
+        headers = httpx.Headers(harness_app_client_options["headers"])
+        headers.update(marked["headers"])  # names match whatever their case: the marker's win
+        options["headers"] = headers
     mode = request.config.getini("harness_app_lifespan")
     if "lifespan" not in options and mode == "off":
         options["lifespan"] = False

@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server for tests: its own cluster, on 127.0.0.1, gone when stopped.
 
-    python -m harness.postgres start            # prints the server URL: postgresql://postgres@127.0.0.1:41234/postgres
+    python -m harness.postgres start            # prints the server URL: postgresql://postgres:<password>@127.0.0.1:41234/postgres
     python -m harness.postgres url              # prints it again
     python -m harness.postgres stop             # stops the server and deletes its files
     python -m harness.postgres run -- pytest    # start, run the command with $HARNESS_DATABASE_URL set, stop
@@ -9,7 +9,8 @@ or ``pytest --harness-start-postgres`` (``harness_start_postgres = true``) for o
 
 The cluster is made with the PostgreSQL server binaries on the machine (``initdb``, ``pg_ctl``:
 ``pg_config --bindir``, Debian's ``/usr/lib/postgresql/*/bin``, or ``$PATH``). It listens on
-loopback only, trusts local connections, runs with fsync off and lives in a temporary directory.
+loopback only, runs with fsync off and lives in a temporary directory. Its superuser has a random
+password, in the URL: other users of a shared machine reach 127.0.0.1 too.
 PostgreSQL refuses to run as root, so under root the server runs as a system user (``harness-pg``)
 that harness creates.
 """
@@ -20,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -62,13 +64,28 @@ class ThrowawayPostgres:
         bindir = find_bindir(install=install, say=self._say)
         root = Path(tempfile.mkdtemp(prefix="harness-pg-"))
         datadir = root / "data"
-        if os.geteuid() == 0:
+        password, password_file = secrets.token_urlsafe(18), root / "password"
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+        if _is_root():
             _create_system_user()
             shutil.chown(root, user=SYSTEM_USER)
+            shutil.chown(password_file, user=SYSTEM_USER)
         root.chmod(0o700)
         self._say(f"creating a throwaway cluster in {root} ({bindir})")
-        initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
-        result = _run([*initdb, "--locale=C", "--no-sync"])
+        initdb = [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+        ]
+        result = _run([*initdb, f"--pwfile={password_file}", "--locale=C", "--no-sync"])
+        password_file.unlink()
         if result.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             msg = f"initdb failed:\n{result.stdout}{result.stderr}"
@@ -81,17 +98,21 @@ class ThrowawayPostgres:
         result = _run([*pg_ctl, "-o", f"-h 127.0.0.1 -p {port} -k {root} {settings}", "start"])
         if result.returncode != 0:
             server_log = log.read_text() if log.exists() else ""
+            _run(
+                [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"]
+            )  # if it came up late
             shutil.rmtree(root, ignore_errors=True)
             msg = (
                 f"The throwaway PostgreSQL server did not start:\n{result.stdout}{result.stderr}{server_log}"
             )
             raise DatabaseUnavailableError(msg)
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        url = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.touch(mode=0o600)  # it holds the password
         self.state_file.write_text(
             json.dumps({"url": url, "datadir": str(datadir), "root": str(root), "bindir": str(bindir)})
         )
-        self._say(f"ready: {url}")
+        self._say(f"ready on 127.0.0.1:{port}")
         return url
 
     def stop(self) -> None:
@@ -139,7 +160,7 @@ def find_bindir(*, install: bool = False, say: Callable[[str], object] | None = 
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
             return Path(candidate)
-    if install and os.geteuid() == 0 and shutil.which("apt-get"):
+    if install and _is_root() and shutil.which("apt-get"):
         if say is not None:
             say("no PostgreSQL server found; installing Debian's postgresql with apt (a minute or two)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -158,7 +179,7 @@ def find_bindir(*, install: bool = False, say: Callable[[str], object] | None = 
 
 def _default_state_file() -> Path:
     where = hashlib.sha256(os.getcwd().encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"harness-postgres-{os.getuid()}-{where}.json"
+    return Path(tempfile.gettempdir()) / f"harness-postgres-{getattr(os, 'getuid', lambda: 0)()}-{where}.json"
 
 
 def _free_port() -> int:
@@ -175,8 +196,12 @@ def _create_system_user() -> None:
         )
 
 
+def _is_root() -> bool:
+    return bool(getattr(os, "geteuid", lambda: 1)() == 0)  # Windows has no geteuid
+
+
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    if os.geteuid() == 0:  # PostgreSQL refuses root
+    if _is_root():  # PostgreSQL refuses root
         argv = ["runuser", "-u", SYSTEM_USER, "--", *argv]
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 

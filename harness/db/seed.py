@@ -52,6 +52,12 @@ async def plant_seed(connection: AsyncConnection, seed: SeedFunction, database: 
         named = await seed(session)
         await session.flush()
         rows = [_row(name, value, what) for name, value in (named or {}).items()]
+        if hidden := sorted(name for name in named or {} if name.startswith("_") or hasattr(Seeded, name)):
+            msg = (
+                f"The seed function {what} named {', '.join(map(repr, hidden))}, which `seeded.<name>` cannot reach "
+                "(a method of the mapping, or a private name): choose other names."
+            )
+            raise SchemaError(msg)
         await session.commit()  # the session's savepoint; the connection's transaction commits it all
     except SchemaError:
         raise

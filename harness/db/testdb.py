@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -248,7 +249,10 @@ class TestDatabase:
                 if template and self.template_name != self.name:
                     await self._drop_owned(admin, self.template_name)
         else:
-            self._remove_sqlite_file()
+            _remove_sqlite_file(self._sqlite_path)
+            if template and self.template_name != self.name and _FILE_LOCKS:
+                async with _file_lock(_lock_file(self._template_path)):  # not while a worker copies it
+                    _remove_sqlite_file(self._template_path)
 
     async def _build(self, engine: AsyncEngine, name: str) -> None:
         await _build_schema(engine, self.schema, name)
@@ -375,7 +379,8 @@ class TestDatabase:
             ):
                 _remove_sqlite_file(template)
                 await self._build_sqlite_file(template, this_run)
-        shutil.copyfile(template, path)
+            _sqlite_mark(path, "building")  # ours, not usable until copied whole
+            shutil.copyfile(template, path)  # under the lock: no worker rebuilds or drops it meanwhile
         _sqlite_mark(path, fingerprint)
 
     async def _build_sqlite_file(self, path: Path, mark: str) -> None:
@@ -389,11 +394,6 @@ class TestDatabase:
             raise
         await engine.dispose()
         _sqlite_mark(path, mark)
-
-    def _remove_sqlite_file(self) -> None:
-        _remove_sqlite_file(self._sqlite_path)
-        if self.template_name != self.name:
-            _remove_sqlite_file(self._template_path)
 
 
 def _sqlite_mark(path: Path, schema: str | None = None) -> dict[str, str]:
@@ -506,8 +506,15 @@ def _server_message(exc: BaseException) -> str:
 
 
 def _name_and_source(function: Any) -> str:
-    """A callable's name and, where Python has it, its source: a change to either rebuilds a reused database."""
-    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    """A callable's name and, where Python has it, its source: a change to either rebuilds a reused
+    database. Never a repr, whose memory address would differ in every xdist worker."""
+    arguments = ""
+    while isinstance(function, functools.partial):
+        arguments += f"{function.args!r}{sorted(function.keywords.items())!r}"
+        function = function.func
+    if not inspect.isroutine(function):  # a callable instance: its class says what it does
+        function = type(function)
+    name = f"{function.__module__}.{function.__qualname__}{arguments}"
     try:
         return f"{name}\n{inspect.getsource(function)}"
     except (OSError, TypeError):
@@ -530,7 +537,7 @@ async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
     except SchemaError:  # says what failed already (AlembicMigrations' MigrationError)
         raise
     except Exception as exc:
-        if isinstance(exc, OSError | TimeoutError) or (
+        if isinstance(exc, ConnectionError | TimeoutError) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         ):
             msg = (

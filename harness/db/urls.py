@@ -31,7 +31,7 @@ _DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 _DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "pytest-async-harness[postgres]"}
 _BACKEND_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql"}
 _MEMORY_NAMES = {None, "", ":memory:"}
-_USER_PASSWORD = re.compile(r"(?P<user>://[^:/@]*:)[^@]*@")
+_USER_PASSWORD = re.compile(r"(?P<user>://[^:/@]*:)[^/?#]*@")  # to the authority's last @
 # URL query keys and connect_args that would choose another database or server than the URL names.
 _REDIRECTING_KEYS = ("database", "dbname", "dsn", "db", "user_database")
 
@@ -54,6 +54,14 @@ def normalize_url(url: str | URL | None) -> URL:
             "'sqlite+aiosqlite:///test_app.db' or 'postgresql+asyncpg://user:password@127.0.0.1:5432/app'."
         )
         raise DatabaseConfigError(msg) from None  # the cause would print the URL, password and all
+    if "@" in (
+        parsed.host or ""
+    ):  # "user:p@ss@host": the password's own @ split it; its tail became the host
+        msg = (
+            "The database URL's user or password contains '@': percent-encode it as %40 "
+            "(user:p%40ss@host), or the part after it is read as the host."
+        )
+        raise DatabaseConfigError(msg)
     backend = _BACKEND_ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
     driver = parsed.get_driver_name() if "+" in parsed.drivername else _DRIVERS.get(backend)
     if backend not in _DRIVERS:

@@ -395,13 +395,17 @@ def test_client_options_give_every_test_a_base_url_and_headers(harness_pytester:
             reply = (await app_client.get("/echo")).json()
             assert (reply["tenant"], reply["trace"]) == ("acme", "t1")
 
+        @pytest.mark.app_client(headers={"x-tenant": "beta"})
+        async def test_a_marker_header_wins_whatever_its_case(app_client):
+            assert (await app_client.get("/echo")).json()["tenant"] == "beta"
+
         @pytest.mark.app_client(base_url="http://other.test")
         async def test_the_marker_wins(app_client):
             reply = (await app_client.get("/api/echo")).json()
             assert (reply["host"], reply["path"]) == ("other.test", "/api/echo")
         """
     )
-    harness_pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=3)
+    harness_pytester.runpytest_subprocess("-p", "no:xdist").assert_outcomes(passed=4)
 
 
 def test_a_bad_lifespan_setting_lists_the_valid_ones(harness_pytester: pytest.Pytester) -> None:

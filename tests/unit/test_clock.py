@@ -265,6 +265,26 @@ async def test_a_sleep_wakes_at_the_wall_time_it_asked_for_however_long_the_test
         await asyncio.gather(ten_minutes, an_hour)
 
 
+async def test_a_tick_during_advance_moves_later_timers_once(backend: str) -> None:
+    woke: list[dt.datetime] = []
+
+    with freeze_time("2024-01-15 20:00", backend=backend) as clock:
+
+        async def ticker() -> None:
+            await asyncio.sleep(5)
+            clock.tick(100)  # the wall alone, as a late sync mock's wait_sync does
+
+        async def sleeper() -> None:
+            await asyncio.sleep(10)
+            woke.append(dt.datetime.now(UTC))
+
+        tasks = [asyncio.create_task(ticker()), asyncio.create_task(sleeper())]
+        await asyncio.sleep(0)
+        assert await clock.advance(60) == dt.datetime(2024, 1, 15, 20, 2, 40, tzinfo=UTC)  # 60 + 100
+        await asyncio.gather(*tasks)
+    assert woke == [dt.datetime(2024, 1, 15, 20, 1, 50, tzinfo=UTC)]  # 10 s on the loop, 100 s ticked
+
+
 async def test_a_retry_with_back_off_finishes_without_waiting(backend: str) -> None:
     attempts: list[dt.datetime] = []
 

@@ -384,6 +384,14 @@ def test_one_engine_serves_loop_after_loop_and_drops_without_a_logged_error(
 # -- Faults: bad URLs, foreign databases, servers that do not answer ---------------------------------
 
 
+def test_a_password_with_an_unencoded_at_sign_is_refused_without_showing_it() -> None:
+    for url in ("postgresql://app:s3cr@t9@127.0.0.1:5432/app", "postgresql://app:s3cr@t9@127.0.0.1:54x/app"):
+        with pytest.raises(DatabaseConfigError) as caught:
+            TestDatabase(url)
+        assert "s3cr" not in str(caught.value)
+        assert "t9" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -483,3 +491,18 @@ async def test_a_connection_lost_while_building_says_so_not_fix_the_schema(
         "Is the server still running?"
     )
     await database.drop()
+
+
+async def test_a_worker_leaves_the_sqlite_template_to_the_others(tmp_path: Path) -> None:
+    """Under xdist a worker that finishes first must not delete the template another still copies."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    first, second = (
+        TestDatabase(url, name="shared", worker=worker, schema=Base.metadata, run_id="one-run")
+        for worker in ("gw0", "gw1")
+    )
+    await first.create()
+    await first.drop(template=False)  # what the plugin does in a worker
+    assert (tmp_path / "test_shared_template.sqlite3").exists()
+    await second.create()
+    await second.drop()  # the run's end
+    assert not list(tmp_path.glob("test_shared*"))

@@ -272,6 +272,34 @@ def test_a_relative_script_location_is_found_beside_the_ini_from_another_folder(
     assert [script.revision for script in migrations.scripts.walk_revisions()] == ["0002", "0001"]
 
 
+def test_relative_version_locations_are_found_beside_the_ini_too(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ini = project / "alembic.ini"
+    ini.write_text(
+        ini.read_text().replace(
+            "path_separator = os", "path_separator = os\nversion_locations = migrations/versions"
+        )
+    )
+    (project / "tests").mkdir()
+    monkeypatch.chdir(project / "tests")  # alembic alone would find no migrations from here
+    assert [script.revision for script in AlembicMigrations("../alembic.ini").scripts.walk_revisions()] == [
+        "0002",
+        "0001",
+    ]
+
+
+def test_a_migration_that_does_not_import_is_named(project: Path) -> None:
+    add_migration(
+        project, "0003_broken.py", 'import no_such_module\nrevision = "0003"\ndown_revision = "0002"\n'
+    )
+    with pytest.raises(
+        MigrationError,
+        match=r"cannot load the migration scripts of .*ModuleNotFoundError: No module named 'no_such_module'.*prepend_sys_path",
+    ):
+        _ = AlembicMigrations("alembic.ini").schema_fingerprint
+
+
 def test_bad_sources_say_what_to_give(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from harness import DatabaseUnavailableError, TestDatabase
 from harness.postgres import ThrowawayPostgres, find_bindir, main
@@ -30,7 +30,8 @@ async def test_a_server_starts_on_loopback_serves_tests_and_leaves_nothing(tmp_p
     server = ThrowawayPostgres(state=tmp_path / "state.json", say=said.append)
     url = server.start()
     try:
-        assert url.startswith("postgresql://postgres@127.0.0.1:")
+        assert url.startswith("postgresql://postgres:")
+        assert make_url(url).host == "127.0.0.1"
         assert server.start() == url  # one server: a second start finds it
         assert server.url == url
         root = Path(server._state()["root"])  # type: ignore[index]
@@ -39,6 +40,12 @@ async def test_a_server_starts_on_loopback_serves_tests_and_leaves_nothing(tmp_p
             async with database.engine.connect() as connection:
                 assert await connection.scalar(text("SHOW fsync")) == "off"
                 assert await connection.scalar(text("SHOW listen_addresses")) == "127.0.0.1"
+        # other users of the machine reach 127.0.0.1 too: without the password, no entry
+        anyone = url.replace(f":{make_url(url).password}@", "@").rsplit("/", 1)[0] + "/anything"
+        with pytest.raises(
+            DatabaseUnavailableError, match="refused the connection: password authentication failed"
+        ):
+            await TestDatabase(anyone).create()
     finally:
         server.stop()
     assert server.url is None
@@ -77,7 +84,7 @@ def test_run_gives_the_command_the_url_and_stops_after(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
-    assert url.startswith("postgresql://postgres@127.0.0.1:")
+    assert make_url(url).host == "127.0.0.1"
     assert "harness.postgres: stopped; its files are deleted" in result.stderr
 
 
@@ -118,7 +125,7 @@ def test_the_plugin_option_starts_a_server_for_the_run(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "harness: test database postgresql+asyncpg://postgres@127.0.0.1:*; a throwaway server harness started (--harness-start-postgres)"
+            "harness: test database postgresql+asyncpg://postgres:***@127.0.0.1:*; a throwaway server harness started (--harness-start-postgres)"
         ]
     )
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("harness-postgres-run-*.json"))  # stopped

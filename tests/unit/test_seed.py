@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import uuid
 from typing import Any
@@ -95,6 +96,7 @@ async def test_a_missing_name_says_which_names_there_are(server_url: str) -> Non
     ("returns", "error"),
     [
         ({"acme": "Acme"}, r"returned 'acme': 'Acme', which is not a row it added\."),
+        ({"items": [], "_private": []}, r"named '_private', 'items', which `seeded.<name>` cannot reach"),
         (
             {"acme": Campaign(name="never added")},
             r"returned 'acme': <tests\.models\.Campaign object .*>, which is not a row",
@@ -150,3 +152,10 @@ def test_a_changed_seed_function_rebuilds_a_reused_database(server_url: str) -> 
         for seed in (None, reference_data, other)
     )
     assert len({plain._fingerprint(), seeded._fingerprint(), different._fingerprint()}) == 3
+    # a partial's repr holds a memory address: the fingerprint must not, or each xdist worker
+    # would see another and rebuild the template under the others
+    partials = [
+        TestDatabase(server_url, name="fp", schema=Base.metadata, seed=functools.partial(reference_data))
+        for _ in range(2)
+    ]
+    assert partials[0]._fingerprint() == partials[1]._fingerprint() != seeded._fingerprint()

@@ -462,10 +462,10 @@ class _AdminConnection:
     async def __aenter__(self) -> AsyncConnection:
         try:
             self.connection = await self.engine.connect()
-        except (TimeoutError, OSError, DBAPIError) as exc:
+        except Exception as exc:  # OSError, TimeoutError, DBAPIError; a raw asyncpg error on older SQLAlchemy
             await self.engine.dispose()
             where = server_address(self.url)
-            sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+            sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
             if sqlstate:  # the server is up, and said no
                 advice = (
                     f"Check the user and password in the URL ({self.url.render_as_string(hide_password=True)}): "

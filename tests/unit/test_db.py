@@ -86,7 +86,10 @@ def test_sync_driver_is_refused_with_the_async_one() -> None:
 
 def test_text_that_is_not_a_url_is_refused() -> None:
     """Garbage in the URL setting is reported with an example of a good URL."""
-    with pytest.raises(DatabaseConfigError, match=r"^'not a url' is not a database URL\. Use a URL such as"):
+    with pytest.raises(
+        DatabaseConfigError,
+        match=r"^'not a url' is not a database URL: it cannot be read as one\. Use a URL such as",
+    ):
         normalize_url("not a url")
 
 

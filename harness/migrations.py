@@ -18,9 +18,10 @@ the project's settings name, which harness must never touch. What ``env.py`` pas
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,9 +101,10 @@ class AlembicMigrations:
         where = self.config.config_file_name or self.config.get_main_option("script_location")
         return f"AlembicMigrations({where!r}, revision={self.revision!r})"
 
-    @property
+    @functools.cached_property
     def scripts(self) -> ScriptDirectory:
-        """The project's migration scripts (alembic's ScriptDirectory)."""
+        """The project's migration scripts (alembic's ScriptDirectory), read once: a check upgrades,
+        downgrades and upgrades again, and would load every script each time."""
         from alembic.script import ScriptDirectory
         from alembic.util import CommandError
 
@@ -240,9 +242,11 @@ class AlembicMigrations:
                 "merged. Merge them with `alembic merge heads`."
             )
             raise MigrationError(msg)
-        self._in_transaction(connection, lambda: self.upgrade(connection, "head"))
+        with connection.begin():
+            self.upgrade(connection, "head")
         self._compare(connection, metadata, "after upgrading an empty database to head")
-        self._in_transaction(connection, lambda: self.downgrade(connection, "base"))
+        with connection.begin():
+            self.downgrade(connection, "base")
         version_table = self.configure.get("version_table", "alembic_version")
         left = sorted(set(inspect(connection).get_table_names()) - {version_table, "sqlite_sequence"})
         connection.rollback()  # the inspection's transaction
@@ -252,13 +256,9 @@ class AlembicMigrations:
                 "migration that creates them must drop them."
             )
             raise MigrationError(msg)
-        self._in_transaction(connection, lambda: self.upgrade(connection, "head"))
-        self._compare(connection, metadata, "after downgrading to base and upgrading to head again")
-
-    @staticmethod
-    def _in_transaction(connection: Connection, work: Callable[[], None]) -> None:
         with connection.begin():
-            work()
+            self.upgrade(connection, "head")
+        self._compare(connection, metadata, "after downgrading to base and upgrading to head again")
 
     def _compare(self, connection: Connection, metadata: MetaData, when: str) -> None:
         from alembic.autogenerate import compare_metadata

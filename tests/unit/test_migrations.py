@@ -192,6 +192,11 @@ def admin_or_none(on_postgres: bool, request: pytest.FixtureRequest) -> AsyncCon
     return request.getfixturevalue("admin") if on_postgres else None
 
 
+async def test_an_unknown_revision_is_named(project: Path, server_url: str) -> None:
+    with pytest.raises(MigrationError, match=r"^Alembic cannot upgrade to 'nope': "):
+        await scratch(server_url, AlembicMigrations("alembic.ini", revision="nope")).create()
+
+
 def test_changed_migrations_change_the_fingerprint_so_a_reused_database_is_rebuilt(project: Path) -> None:
     before = AlembicMigrations("alembic.ini").schema_fingerprint
     assert AlembicMigrations("alembic.ini").schema_fingerprint == before

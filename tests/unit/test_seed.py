@@ -159,3 +159,19 @@ def test_a_changed_seed_function_rebuilds_a_reused_database(server_url: str) -> 
         for _ in range(2)
     ]
     assert partials[0]._fingerprint() == partials[1]._fingerprint() != seeded._fingerprint()
+
+
+async def test_a_seed_row_deleted_for_real_is_named_when_a_test_loads_it(server_url: str) -> None:
+    (database,) = databases(server_url, "gw0")
+    engine = await database.create()
+    try:
+        async with engine.begin() as connection:  # what a real commit elsewhere could do
+            await connection.execute(Contact.__table__.delete())
+            await connection.execute(Campaign.__table__.delete())
+        async with rollback_scope(engine) as session:
+            with pytest.raises(
+                SchemaError, match=r"^Seeded '(acme|contacts)' \(.*\) is gone from the test database"
+            ):
+                await load_seeded(session)
+    finally:
+        await database.drop()

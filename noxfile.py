@@ -80,11 +80,13 @@ def tests(session: nox.Session, backend: str) -> None:
 
 
 @nox.session(venv_backend="uv", reuse_venv=False)  # a reused venv keeps newer versions
-def lowest_versions(session: nox.Session) -> None:
-    """The unit and plugin tests on SQLite with the lowest dependency versions that pyproject allows.
+@nox.parametrize("backend", ["sqlite", "postgres"])
+def lowest_versions(session: nox.Session, backend: str) -> None:
+    """The unit and plugin tests with the lowest dependency versions that pyproject allows.
 
     The newest versions are what `tests` sees; this catches a lower bound that no longer holds (an
-    import, an API or a fix that only a newer release has). Test-only tools keep their newest release.
+    import, an API or a fix that only a newer release has). On PostgreSQL it runs asyncpg's floor.
+    Test-only tools keep their newest release that the floors allow.
     """
     session.install("--resolution=lowest-direct", "-e", ".[postgres,time-machine,polyfactory,alembic]")
     frozen = session.run("uv", "pip", "freeze", external=True, silent=True) or ""
@@ -93,7 +95,12 @@ def lowest_versions(session: nox.Session) -> None:
     with open(constraints, "w") as out:
         out.writelines(f"{line}\n" for line in frozen.splitlines() if "==" in line)
     session.install("-c", constraints, *nox.project.dependency_groups(PYPROJECT, "test"))
-    session.run("pytest", "tests/unit", "tests/plugin", "-n", "2", "-p", "xdist", *session.posargs)
+    tests = ["tests/unit", "tests/plugin", "-n", "2", "-p", "xdist", *session.posargs]
+    if backend == "sqlite":
+        session.run("pytest", *tests)
+        return
+    with postgres_server(session) as url:
+        session.run("pytest", *tests, f"--harness-database-url={database_url(url)}")
 
 
 @nox.session

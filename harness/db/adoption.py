@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy.engine import Engine
+import sqlalchemy
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.base import OptionEngine, OptionEngineMixin
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import immutabledict
 
+from harness._versions import release
 from harness._where import caller
 from harness.db.commits import CommitScope
 from harness.db.engines import is_test_engine, prepare, state_of
@@ -73,8 +76,33 @@ class _AdoptedEngine(OptionEngineMixin, Engine):
         """Nothing to dispose of: the connections are the test engine's."""
 
 
+# SQLAlchemy < 2.0.38 cannot listen on an engine derived from a derived one (an adopted engine is
+# derived from the test engine), and connection options such as isolation_level set one listener.
+_NESTED_OPTIONS_LISTEN = release(sqlalchemy.__version__) >= (2, 0, 38)
+
+
 class _AdoptedOptions(OptionEngine):
     """``adopted.execution_options(...)``: an engine with more options and the adopted engine's rules."""
+
+    _characteristics: Mapping[str, Any] = immutabledict()
+
+    def update_execution_options(self, **opt: Any) -> None:
+        if _NESTED_OPTIONS_LISTEN:
+            super().update_execution_options(**opt)
+            return
+        # What SQLAlchemy's own code does, but with the connection options applied in connect().
+        self.dispatch.set_engine_execution_options(self, opt)
+        self._execution_options = self._execution_options.union(opt)
+        names = set(self.dialect.connection_characteristics).intersection(opt)  # type: ignore[attr-defined]
+        self._characteristics = immutabledict(
+            {**getattr(self._proxied, "_characteristics", {}), **{name: opt[name] for name in names}}
+        )
+
+    def connect(self) -> Connection:
+        connection = super().connect()
+        if self._characteristics:
+            self.dialect._set_connection_characteristics(connection, self._characteristics)  # type: ignore[attr-defined]
+        return connection
 
     def raw_connection(self) -> PoolProxiedConnection:
         return self._proxied.raw_connection()

@@ -33,7 +33,7 @@ from harness.exceptions import (
     ScopeError,
     UnsafeDatabaseError,
 )
-from tests.conftest import count_rows
+from tests.conftest import SQLITE_FILES_POOLED, count_rows
 from tests.models import Base, Campaign, Contact
 
 # How harness shows this file in a location: relative to the working directory, as pytest does.
@@ -44,7 +44,9 @@ CLEAN = {"campaigns": 0, "contacts": 0}
 
 async def assert_clean(engine: AsyncEngine) -> None:
     assert await count_rows(engine) == CLEAN
-    assert engine.sync_engine.pool.checkedout() == 0
+    pool = engine.sync_engine.pool
+    if SQLITE_FILES_POOLED or engine.dialect.name != "sqlite":
+        assert pool.checkedout() == 0
 
 
 # -- URLs and safety ---------------------------------------------------------------------------------
@@ -859,6 +861,7 @@ async def test_commit_scope_sessions_that_only_read_lock_nothing(db_engine: Asyn
     await assert_clean(db_engine)
 
 
+@pytest.mark.skipif(not SQLITE_FILES_POOLED, reason="SQLAlchemy < 2.0.38 does not pool aiosqlite files")
 def test_commit_scope_on_a_sqlite_file_serves_more_sessions_than_its_pool_in_each_event_loop(
     tmp_path: Path,
 ) -> None:

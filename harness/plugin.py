@@ -110,12 +110,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--harness-reuse-db",
         action="store_true",
-        help="Keep the test database after the run and reuse it next time if the schema is unchanged.",
+        help="Keep the test databases after the run, and reuse the built schema next time if it is unchanged "
+        "(each run still starts from a fresh copy of it).",
     )
     group.addoption(
         "--harness-create-db",
         action="store_true",
-        help="Rebuild the test database even when --harness-reuse-db would keep it.",
+        help="Rebuild the schema even when --harness-reuse-db would reuse it.",
     )
     group.addoption(
         "--harness-seed",

@@ -76,8 +76,10 @@ class TestDatabase:
     ``schema`` is a `MetaData` or a callable that builds the schema (see `Schema`); ``seed`` is an
     async function that commits rows every test starts from (see `harness.db.seed`), run once with
     the schema, before the database is cloned for the workers.
-    ``reuse=True`` keeps the database after `drop` and reuses it next time if the schema did not
-    change; ``recreate=True`` rebuilds it even then.
+    ``reuse=True`` keeps the databases after `drop` (to look into after a run) and reuses the
+    template, with its schema and seed, next time if they did not change; each run still starts
+    from a fresh copy of it, so rows a run committed never reach the next. ``recreate=True``
+    rebuilds the template even then.
 
     The engine's pooled connections are closed when the event loop they were opened in ends, so
     one database serves a loop per test, per class or per run alike.
@@ -297,15 +299,10 @@ class TestDatabase:
                     raise
                 await engine.dispose()
                 await self._mark(admin, self.template_name, f"{fingerprint}; run {self.run_id}")
-            worker_mark = await self._mark_of(admin, self.name)
-            if (
-                fresh_template
-                or self.recreate
-                or not self.reuse
-                or not (worker_mark or "").startswith(wanted)
-            ):
-                await self._drop_owned(admin, self.name)
-                await self._clone(admin)
+            # Every run starts from a fresh clone, with reuse too: rows that a run committed (a
+            # commit_scope killed before its clean-up) would otherwise meet the next run's tests.
+            await self._drop_owned(admin, self.name)
+            await self._clone(admin)
 
     async def _clone(self, admin: AsyncConnection) -> None:
         await admin.execute(text(f'CREATE DATABASE "{self.name}" TEMPLATE "{self.template_name}"'))
@@ -360,10 +357,7 @@ class TestDatabase:
 
     async def _create_sqlite_file(self) -> None:
         path, fingerprint = self._sqlite_path, self._fingerprint()
-        if path.exists():
-            if self.reuse and not self.recreate and _sqlite_mark(path).get("schema") == fingerprint:
-                return
-            _remove_sqlite_file(path)
+        _remove_sqlite_file(path)  # a fresh copy every run, with reuse too (see _create_postgres)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not _FILE_LOCKS:  # no file locks to share a template between workers: each builds its own
             await self._build_sqlite_file(path, fingerprint)

@@ -34,28 +34,41 @@ def test_without_reuse_the_database_is_dropped_after_the_run(harness_pytester: p
     assert not path.exists()
 
 
-def test_reuse_db_keeps_the_database_and_create_db_rebuilds_it(harness_pytester: pytest.Pytester) -> None:
-    """--harness-reuse-db keeps rows committed outside a scope; --harness-create-db starts from scratch."""
+def test_reuse_db_keeps_the_schema_and_create_db_rebuilds_it(harness_pytester: pytest.Pytester) -> None:
+    """--harness-reuse-db builds the schema once and keeps the file, yet rows a run committed outside
+    a scope are gone in the next run; --harness-create-db rebuilds the schema."""
     _sqlite_only(harness_pytester)
-    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makeconftest(
+        MODELS
+        + """
+    @pytest.fixture(scope="session")
+    def harness_schema():
+        def build_notes(connection):
+            with open("builds.txt", "a") as builds:
+                builds.write("built\\n")
+            Base.metadata.create_all(connection)
+        return build_notes
+    """
+    )
     harness_pytester.makepyfile(
         REMEMBER_DATABASE
         + """
     async def test_count_and_add_a_row(db_engine):
         async with db_engine.begin() as connection:
             before = (await connection.exec_driver_sql("SELECT count(*) FROM notes")).scalar()
-            await connection.exec_driver_sql("INSERT INTO notes (text) VALUES ('kept')")
+            await connection.exec_driver_sql("INSERT INTO notes (text) VALUES ('left over')")
         print(f"NOTES BEFORE={before}")
     """
     )
-    for options, before in (
-        (["--harness-reuse-db"], 0),
+    for options, builds in (
         (["--harness-reuse-db"], 1),
-        (["--harness-reuse-db", "--harness-create-db"], 0),
+        (["--harness-reuse-db"], 1),
+        (["--harness-reuse-db", "--harness-create-db"], 2),
     ):
         result = harness_pytester.runpytest_subprocess("-s", "-p", "no:randomly", *options)
         result.assert_outcomes(passed=2)
-        result.stdout.fnmatch_lines([f"*NOTES BEFORE={before}*"])
+        result.stdout.fnmatch_lines(["*NOTES BEFORE=0*"])
+        assert (harness_pytester.path / "builds.txt").read_text().splitlines() == ["built"] * builds
     path = Path((harness_pytester.path / "database.txt").read_text().split("///", 1)[1])
     assert path.exists()
     harness_pytester.runpytest_subprocess().assert_outcomes(passed=2)

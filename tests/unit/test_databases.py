@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from harness.db import TestDatabase, create_test_engine, probe_isolation, rollback_scope, testdb
+from harness.db import Schema, TestDatabase, create_test_engine, probe_isolation, rollback_scope, testdb
 from harness.db.engines import trust
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 from tests.conftest import SQLITE_FILES_POOLED
@@ -170,16 +170,22 @@ async def test_a_foreign_sqlite_file_is_never_deleted(tmp_path: Path) -> None:
     assert foreign.read_bytes() == b"precious"
 
 
-async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: str) -> None:
-    """With reuse, data survives a run; a changed schema is rebuilt; recreate always rebuilds."""
+async def test_reuse_keeps_the_schema_and_starts_each_run_from_a_fresh_copy(server_url: str) -> None:
+    """With reuse the built schema is kept, but rows one run committed (say, a commit_scope killed
+    before its clean-up) are not in the next run's database; recreate rebuilds; so does a changed schema."""
+    builds = []
 
-    def database(run: str, schema: MetaData = Base.metadata, **options: bool) -> TestDatabase:
+    def build_campaigns(connection: Connection) -> None:
+        builds.append(1)
+        Base.metadata.create_all(connection)
+
+    def database(run: str, schema: Schema = build_campaigns, **options: bool) -> TestDatabase:
         return TestDatabase(server_url, schema=schema, name="reuse", reuse=True, run_id=run, **options)
 
     first = database("run-1")
     engine = await first.create()
     async with engine.begin() as connection:
-        await connection.execute(text("INSERT INTO campaigns (name, daily_limit) VALUES ('kept', 1)"))
+        await connection.execute(text("INSERT INTO campaigns (name, daily_limit) VALUES ('left over', 1)"))
     await first.drop()
 
     async def campaigns(database: TestDatabase) -> int:
@@ -189,8 +195,8 @@ async def test_reuse_keeps_the_database_and_notices_schema_changes(server_url: s
         await engine.dispose()
         return count
 
-    assert await campaigns(database("run-2")) == 1
-    assert await campaigns(database("run-3", recreate=True)) == 0
+    assert (await campaigns(database("run-2")), len(builds)) == (0, 1)
+    assert (await campaigns(database("run-3", recreate=True)), len(builds)) == (0, 2)
     changed = MetaData()
     Table(
         "campaigns",

@@ -426,6 +426,46 @@ def _check_item(item: pytest.Item, fixture_scope: str, base: type[Any]) -> None:
         )
 
 
+_OTHER_LOOP_ERRORS = ("attached to a different loop", "bound to a different event loop")
+
+
+def _explain_other_loops(item: pytest.Item, error: BaseException) -> None:
+    """A test that failed on an object of another event loop: name its async fixtures in other loops.
+
+    Not refused up front: a fixture in a session loop that returns plain data is fine, one that
+    yields an open connection is not, and only the failure tells them apart.
+    """
+    errors = [error, error.__cause__, error.__context__]
+    if not any(text in str(each) for each in errors if each is not None for text in _OTHER_LOOP_ERRORS):
+        return
+    info = getattr(item, "_fixtureinfo", None)
+    test_scope = _test_loop_scope(item)
+    default = _asyncio_ini(item.config, "asyncio_default_fixture_loop_scope")
+    others = []
+    for name in getattr(item, "fixturenames", ()):
+        if info is None or not (definitions := info.name2fixturedefs.get(name)):
+            continue
+        function = definitions[-1].func
+        if not (inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)):
+            continue
+        # pytest-asyncio's rule: the fixture's loop_scope, else the ini default, else its own scope.
+        loop = getattr(function, "_loop_scope", None) or (
+            default if default in _LOOP_SCOPES else definitions[-1].scope
+        )
+        if loop != test_scope:
+            code = function.__code__
+            where = f"{os.path.relpath(code.co_filename, item.config.rootpath)}:{code.co_firstlineno}"
+            others.append(f"{name} (in a {loop!r}-scoped loop, {where})")
+    if others:
+        error.add_note(
+            f"harness: {item.name} runs in a {test_scope!r}-scoped event loop, and async fixtures it uses run in "
+            f"other loops: {', '.join(others)}. What a fixture opens in its loop (a connection, a session, a "
+            "client, a lock) cannot be awaited in another. Give those fixtures the test's loop "
+            f'(@pytest_asyncio.fixture(loop_scope="{test_scope}")), or run fixtures and tests in one loop: '
+            'asyncio_default_fixture_loop_scope = "session" and asyncio_default_test_loop_scope = "session".'
+        )
+
+
 def _other_runner(item: pytest.Item) -> str | None:
     """Why pytest-asyncio, whose event loop harness's sessions live on, will not run this test."""
     if not item.config.pluginmanager.has_plugin("asyncio"):
@@ -557,6 +597,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         except Exception as error:
             explain_database_error(error)
             explain_clock_error(error, [*before, *started])
+            _explain_other_loops(item, error)
             raise
         finally:
             running = running_clocks()

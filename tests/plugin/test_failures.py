@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 
@@ -43,6 +44,40 @@ def test_loop_scope_mismatch_is_a_start_up_error(harness_pytester: pytest.Pytest
         ],
         consecutive=True,
     )
+
+
+def test_a_failure_on_another_loops_object_names_the_fixtures_in_other_loops(
+    harness_pytester: pytest.Pytester,
+) -> None:
+    """A session-loop fixture's object awaited in a test's function loop: the raw asyncio error gets a
+    note naming that fixture and where it is, and the fix."""
+    harness_pytester.makeconftest(
+        textwrap.dedent(MODELS)
+        + """
+import asyncio
+import pytest_asyncio
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def opened():
+    yield asyncio.get_running_loop().create_future()  # stands for a connection or client
+"""
+    )
+    harness_pytester.makepyfile(
+        """
+        async def test_uses_it(opened, db_session):
+            await opened
+        """
+    )
+    result = harness_pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    conftest = (harness_pytester.path / "conftest.py").read_text().splitlines()
+    assert harness_notes(result) == [
+        "harness: test_uses_it runs in a 'function'-scoped event loop, and async fixtures it uses run in other "
+        f"loops: opened (in a 'session'-scoped loop, conftest.py:{conftest.index('async def opened():')}). What a fixture "
+        "opens in its loop (a connection, a session, a client, a lock) cannot be awaited in another. Give those "
+        'fixtures the test\'s loop (@pytest_asyncio.fixture(loop_scope="function")), or run fixtures and tests in '
+        'one loop: asyncio_default_fixture_loop_scope = "session" and asyncio_default_test_loop_scope = "session".'
+    ]
 
 
 def test_db_engine_alone_serves_tests_in_any_loop(harness_pytester: pytest.Pytester) -> None:

@@ -57,6 +57,7 @@ from harness.db import (
 )
 from harness.db.explain import explain as explain_database_error
 from harness.db.seed import Seeded, SeedFunction, load_seeded
+from harness.db.testdb import lost_connection
 from harness.exceptions import ClockError, HarnessError, SchemaError
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
@@ -76,6 +77,8 @@ _DATABASE_HOST = pytest.StashKey[str]()
 _CURRENT_NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _CALL_FAILED = pytest.StashKey[bool]()
 _REFUSED = pytest.StashKey[str]()
+_DATABASE = pytest.StashKey[TestDatabase]()  # this run's, once built
+_SERVER_GONE = pytest.StashKey[bool]()  # the run stopped: the database server stopped answering
 _USES_HARNESS = pytest.StashKey[bool]()  # asks for harness's database, app client or clock
 _LOOP_SCOPES = ("function", "class", "module", "package", "session")
 _LOOP_MISMATCH = """\
@@ -636,16 +639,39 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     error = call.excinfo.value if call.excinfo is not None else None
+    if error is not None and report.failed and report.when in ("setup", "call"):
+        _stop_when_the_server_is_gone(item, error)
     if report.when == "call":
         item.stash[_CALL_FAILED] = report.failed  # a failed test's own error wins over mock checks
         item.stash[_CALL_ERROR] = error
     elif report.when == "teardown":
-        if error is not None and error is item.stash.get(_CALL_ERROR, None):
+        if error is not None and item.config.stash.get(_SERVER_GONE, False) and _all_lost(error):
+            report.outcome, report.longrepr = "passed", None  # the stop message says it once
+        elif error is not None and error is item.stash.get(_CALL_ERROR, None):
             # A scope raises a violation again when it ends, for code that swallowed it; the test
             # already failed with that very error, so the teardown does not report it twice.
             report.outcome, report.longrepr = "passed", None
         item.stash[_CALL_ERROR] = None  # its traceback holds the test's frames
     return report
+
+
+def _stop_when_the_server_is_gone(item: pytest.Item, error: BaseException) -> None:
+    """After a test lost its connection, stop the run if the server does not answer a new one:
+    every later test would wait on it and fail the same way."""
+    database = item.config.stash.get(_DATABASE, None)
+    if database is None or not lost_connection(error) or (reason := database.unreachable()) is None:
+        return
+    item.session.shouldstop = (
+        f"harness: the database server stopped answering during {item.nodeid}, so the run stops here: every "
+        f"later test would wait on it and fail the same way. {reason}"
+    )
+    item.config.stash[_SERVER_GONE] = True
+
+
+def _all_lost(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):  # several fixtures' teardowns failed
+        return all(_all_lost(each) for each in error.exceptions)
+    return lost_connection(error)
 
 
 @pytest.fixture(scope="session")
@@ -697,12 +723,15 @@ def harness_database(
             engine_options=harness_engine_options,
         )
         database.create_sync()
+        pytestconfig.stash[_DATABASE] = database
         failure = None
     except HarnessError as exc:
         failure = f"harness could not set up the test database: {exc}"
     if failure is not None:  # raised outside the except block: the reason alone, not its chain
         _stop_run(failure)
     yield database
+    if pytestconfig.stash.get(_SERVER_GONE, False):
+        return  # nothing to drop it on; the next run replaces what this one made
     # Under xdist other workers may still clone the template; it is rebuilt at the next run.
     database.drop_sync(template=worker is None)
 

@@ -15,6 +15,7 @@ Every engine harness makes gets, on its dialect (shared with the engines that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -150,7 +151,12 @@ def create_test_engine(
         for name, seconds in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
             if seconds is not None:
                 settings.setdefault(name, f"{int(seconds * 1000)}ms")
-        options["connect_args"] = {"timeout": 10, **connect_args, "server_settings": settings}
+        # asyncpg's own timeouts: a server that froze fails the test instead of hanging the run. The
+        # command timeout leaves the server time to cancel first, with its clearer error.
+        client = {"timeout": 10} | (
+            {} if statement_timeout is None else {"command_timeout": statement_timeout + 5}
+        )
+        options["connect_args"] = {**client, **connect_args, "server_settings": settings}
     engine = create_async_engine(parsed, **options)
     sync_engine = engine.sync_engine
     prepare(sync_engine)
@@ -278,11 +284,28 @@ TIMEOUT_NOTES = {
 }
 
 
+CLIENT_TIMEOUT_NOTE = (
+    "harness: PostgreSQL did not answer within the client's command timeout (statement_timeout + 5 s), so "
+    "the server was not running the statement either: it froze, or the network to it broke."
+)
+
+
 def explain_timeouts(context: Any) -> None:
-    """A handle_error listener: add harness's note to PostgreSQL's lock and statement timeouts."""
-    code = getattr(context.original_exception, "sqlstate", None)
+    """A handle_error listener: add harness's note to PostgreSQL's lock and statement timeouts, and to
+    the client's own (asyncpg's command_timeout, a bare TimeoutError)."""
+    error = context.original_exception
+    code = getattr(error, "sqlstate", None)
     if code in TIMEOUT_NOTES and context.sqlalchemy_exception is not None:
         context.sqlalchemy_exception.add_note(TIMEOUT_NOTES[code])
+    elif isinstance(error, TimeoutError):
+        # asyncpg then asks the server to cancel over a new connection and waits for it before
+        # anything else on this one, even a close with a timeout: a frozen server never answers.
+        # Aborting the socket and discarding the connection is what keeps the run from hanging.
+        context.is_disconnect = True
+        with contextlib.suppress(Exception):  # no connection to abort (the error came from connecting)
+            context.connection.connection.driver_connection.terminate()
+        if CLIENT_TIMEOUT_NOTE not in getattr(error, "__notes__", ()):
+            error.add_note(CLIENT_TIMEOUT_NOTE)
 
 
 # -- Guards on the dialect -------------------------------------------------------------------------

@@ -44,7 +44,7 @@ try:
 except ImportError:  # Windows
     _FILE_LOCKS = False
 
-__all__ = ["Schema", "TestDatabase"]
+__all__ = ["Schema", "TestDatabase", "lost_connection"]
 
 Schema = MetaData | Callable[[Connection], Any] | Callable[[AsyncConnection], Awaitable[Any]] | None
 """What builds the test schema: a `MetaData` (``create_all``), or a callable that receives the
@@ -255,6 +255,26 @@ class TestDatabase:
             if template and self.template_name != self.name and _FILE_LOCKS:
                 async with _file_lock(_lock_file(self._template_path)):  # not while a worker copies it
                     _remove_sqlite_file(self._template_path)
+
+    def unreachable(self, timeout: float = 3.0) -> str | None:
+        """Why the PostgreSQL server does not answer a fresh connection now, or None when it does (and
+        for SQLite). For a test that failed on a lost connection: a server that died or froze."""
+        if not self.is_postgres:
+            return None
+
+        async def ask() -> None:
+            async with self._admin() as admin:
+                await admin.execute(text("SELECT 1"))
+
+        try:
+            run_aside(asyncio.wait_for(ask(), timeout))
+        except TimeoutError:
+            return f"no answer within {timeout:g} s"
+        except DatabaseUnavailableError as exc:
+            return str(exc)
+        except Exception as exc:  # the connection opened, then broke
+            return f"{type(exc).__name__}: {_server_message(exc) if str(exc) else 'no answer'}"
+        return None
 
     async def _build(self, engine: AsyncEngine, name: str) -> None:
         await _build_schema(engine, self.schema, name)
@@ -492,6 +512,32 @@ def server_address(url: URL) -> str:
     host = host if isinstance(host, str) else ",".join(host)
     port = url.port or url.query.get("port") or os.environ.get("PGPORT") or 5432
     return f"the Unix socket {host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
+
+
+_LOST = (
+    "connection was closed",
+    "connection is closed",
+    "terminating connection",
+    "server closed the connection",
+)
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says a database connection broke or got no answer: a
+    refused or reset socket, a timeout, a connection SQLAlchemy invalidated, a closed connection."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        each = stack.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        if isinstance(each, OSError | TimeoutError) or any(text in str(each) for text in _LOST):
+            return True  # ConnectionError and socket errors are OSErrors
+        if isinstance(each, DBAPIError) and each.connection_invalidated:
+            return True
+        stack += [each.__cause__, each.__context__, getattr(each, "orig", None)]
+    return False
 
 
 def _server_message(exc: BaseException) -> str:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
+import signal
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from harness import DatabaseUnavailableError
+from harness.postgres import ThrowawayPostgres, find_bindir
 from tests.plugin.test_fixtures import MODELS
 
 
@@ -78,6 +84,100 @@ async def opened():
         'fixtures the test\'s loop (@pytest_asyncio.fixture(loop_scope="function")), or run fixtures and tests in '
         'one loop: asyncio_default_fixture_loop_scope = "session" and asyncio_default_test_loop_scope = "session".'
     ]
+
+
+def cluster(datadir: str) -> list[int]:
+    """The PostgreSQL server's processes: the postmaster and its children."""
+    from pathlib import Path
+
+    postmaster = int((Path(datadir) / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[-1].split()[1] == str(postmaster):
+                children.append(int(stat.parent.name))
+        except OSError:  # a process that ended meanwhile
+            pass
+    return [postmaster, *children]
+
+
+SERVER_FAULTS = f"""
+import os
+import signal
+
+import pytest
+from sqlalchemy import text
+
+@pytest.fixture(scope="session")
+def harness_engine_options():
+    return {{"statement_timeout": 0.5}}  # the client's command timeout is 5 s more
+
+{inspect.getsource(cluster)}
+
+async def test_before(db_session):
+    assert await db_session.scalar(text("SELECT 1")) == 1
+
+async def test_fault(db_session, db_engine):
+    await db_session.scalar(text("SELECT 1"))
+    if os.environ["FAULT"] == "dies":
+        os.kill(cluster(os.environ["FAULT_PGDATA"])[0], signal.SIGQUIT)  # PostgreSQL's immediate shutdown
+        await db_session.scalar(text("SELECT 2"))
+    else:
+        # A connection of its own: asyncpg's cancel request once hung both paths; the session's too.
+        async with db_engine.connect() as connection:
+            await connection.scalar(text("SELECT 1"))
+            for pid in cluster(os.environ["FAULT_PGDATA"]):
+                os.kill(pid, signal.SIGSTOP)
+            await connection.scalar(text("SELECT 2"))
+
+@pytest.mark.parametrize("n", range(20))
+async def test_later(db_session, n):
+    await db_session.scalar(text("SELECT 1"))
+"""
+
+
+@pytest.mark.parametrize("fault", ["dies", "freezes"])
+def test_a_server_that_dies_or_freezes_stops_the_run_with_one_message(
+    harness_pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    on_postgres: bool,
+    fault: str,
+) -> None:
+    """No hang and no wall of identical errors: the test that meets the fault fails, then the run stops."""
+    if on_postgres:
+        pytest.skip("starts a server of its own: runs in the SQLite session")
+    try:
+        find_bindir()
+    except DatabaseUnavailableError:
+        pytest.skip("no PostgreSQL server binaries on this machine")
+    server = ThrowawayPostgres(state=tmp_path / "state.json", say=lambda line: None)
+    url = server.start()
+    datadir = server._state()["datadir"]  # type: ignore[index]
+    try:
+        harness_pytester.makepyfile(test_faults=SERVER_FAULTS)
+        monkeypatch.setenv("FAULT", fault)
+        monkeypatch.setenv("FAULT_PGDATA", datadir)
+        result = harness_pytester.runpytest_subprocess(
+            "-p", "no:randomly", f"--harness-database-url={url.rsplit('/', 1)[0]}/faults", timeout=120
+        )
+    finally:
+        if fault == "freezes":
+            for pid in cluster(datadir):
+                os.kill(pid, signal.SIGCONT)
+        server.stop()
+    result.assert_outcomes(passed=1, failed=1)
+    stop = [line for line in result.stdout.lines if "Interrupted: harness:" in line]
+    assert len(stop) == 1, result.stdout.str()
+    assert (
+        "harness: the database server stopped answering during test_faults.py::test_fault, so the run stops "
+        in stop[0]
+    )
+    if fault == "dies":
+        assert "Cannot connect to the PostgreSQL server at 127.0.0.1:" in stop[0]
+    else:
+        assert "no answer within 3 s" in stop[0]
+        assert "harness: PostgreSQL did not answer within the client's command timeout" in result.stdout.str()
 
 
 def test_db_engine_alone_serves_tests_in_any_loop(harness_pytester: pytest.Pytester) -> None:

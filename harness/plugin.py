@@ -30,6 +30,7 @@ import re
 import secrets
 import sys
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -55,9 +56,9 @@ from harness.db import (
     rollback_scope,
     stop_recording_engine_sites,
 )
+from harness.db.admin import lost_connection
 from harness.db.explain import explain as explain_database_error
 from harness.db.seed import Seeded, SeedFunction, load_seeded
-from harness.db.testdb import lost_connection
 from harness.exceptions import ClockError, HarnessError, SchemaError
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
@@ -68,6 +69,8 @@ F = TypeVar("F", bound=type[ModelFactory[Any]])
 A = TypeVar("A", bound=type[MockApi])
 
 _SEED = pytest.StashKey[int]()
+_RUN_ID = pytest.StashKey[str]()  # names this run's databases; the controller's under xdist
+_TEMPLATE_USED = pytest.StashKey[bool]()  # an xdist worker cloned the template: the controller drops it
 _STARTED_URL = pytest.StashKey[str]()  # the URL of the server --harness-start-postgres started
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _DATABASE_GUARD = pytest.StashKey[DatabaseGuard]()
@@ -254,18 +257,32 @@ def pytest_configure(config: pytest.Config) -> None:
     if seed is None:
         seed = workerinput.get("harness_seed", secrets.randbits(32))
     config.stash[_SEED] = seed
+    config.stash[_RUN_ID] = workerinput.get("harness_run_id") or uuid.uuid4().hex
     if config.pluginmanager.hasplugin("xdist") and not workerinput:
-        config.pluginmanager.register(_SeedForWorkers(seed), "harness-seed-for-workers")
+        config.pluginmanager.register(_XdistController(config), "harness-xdist-controller")
 
 
-class _SeedForWorkers:
-    """Hands the controller's seed to every xdist worker, so all of them replay alike."""
+class _XdistController:
+    """Hands the controller's seed and run id to every xdist worker, so all of them replay alike and
+    share one set of database names; drops the template once every worker is done with it."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["harness_seed"] = self.seed
+        node.workerinput["harness_seed"] = self.config.stash[_SEED]
+        node.workerinput["harness_run_id"] = self.config.stash[_RUN_ID]
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        if getattr(node, "workeroutput", {}).get("harness_template_used"):
+            self.config.stash[_TEMPLATE_USED] = True
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.config.stash.get(_TEMPLATE_USED, False) or self.config.getoption("--harness-reuse-db"):
+            return
+        url = _database_url(self.config)[0]
+        with contextlib.suppress(HarnessError):  # a worker reported what went wrong with the database
+            _run_database(self.config, url).drop_sync()
 
 
 def _randomly_reseeds(config: pytest.Config) -> bool:
@@ -346,7 +363,7 @@ def _start_postgres(config: pytest.Config) -> None:
 def _database_line(config: pytest.Config) -> str:
     url, source = _database_url(config)
     try:
-        database = TestDatabase(url, name=_database_name(config, url), allow_remote=_remote_allowed(config))
+        database = _run_database(config, url)
     except HarnessError as error:  # the run stops on it with the whole message when the database is built
         return f"harness: test database refused ({source}): {str(error).splitlines()[0]}"
     secrets_hidden = {key: "***" for key in database.url.query if "password" in key.lower()}
@@ -711,15 +728,13 @@ def harness_database(
     """The TestDatabase of this run (one per xdist worker), built once; its engine is db_engine."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     try:
-        database = TestDatabase(
+        database = _run_database(
+            pytestconfig,
             harness_database_url,
             schema=harness_schema,
             seed=harness_seed,
-            name=_database_name(pytestconfig, harness_database_url),
             worker=worker,
-            reuse=bool(pytestconfig.getoption("--harness-reuse-db")),
             recreate=bool(pytestconfig.getoption("--harness-create-db")),
-            allow_remote=_remote_allowed(pytestconfig),
             engine_options=harness_engine_options,
         )
         database.create_sync()
@@ -731,9 +746,11 @@ def harness_database(
         _stop_run(failure)
     yield database
     if pytestconfig.stash.get(_SERVER_GONE, False):
-        return  # nothing to drop it on; the next run replaces what this one made
-    # Under xdist other workers may still clone the template; it is rebuilt at the next run.
+        return  # nothing to drop it on: `python -m harness.db URL --drop` clears what this run left
+    # Under xdist other workers may still clone the template: the controller drops it at the end.
     database.drop_sync(template=worker is None)
+    if worker is not None:
+        pytestconfig.workeroutput["harness_template_used"] = True  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -910,6 +927,18 @@ def _stop_run(message: str) -> NoReturn:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         pytest.fail(message, pytrace=False)
     pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def _run_database(config: pytest.Config, url: str | None, **options: Any) -> TestDatabase:
+    """This run's TestDatabase for ``url``: its name, run id, reuse and remote settings."""
+    return TestDatabase(
+        url,
+        name=_database_name(config, url),
+        run_id=config.stash[_RUN_ID],
+        reuse=bool(config.getoption("--harness-reuse-db")),
+        allow_remote=_remote_allowed(config),
+        **options,
+    )
 
 
 def _database_name(config: pytest.Config, url: str | None) -> str | None:

@@ -1,16 +1,17 @@
 """Test databases that harness creates, owns and drops.
 
 PostgreSQL: the schema is built once into ``test_<name>_template`` and every worker gets a clone,
-``test_<name>`` or ``test_<name>_gw0``…, made with ``CREATE DATABASE … TEMPLATE``. SQLite: one file
-per worker (or a memory database). harness marks what it creates (a database comment, a marker file
-next to a SQLite file) and never drops or rebuilds a database without that mark.
+``test_<name>_<run>`` or ``test_<name>_<run>_gw0``…, made with ``CREATE DATABASE … TEMPLATE``, where
+``<run>`` is six hex digits unique to the run, so runs sharing a server never meet. SQLite: one file
+per worker (or a memory database), named the same way. harness marks what it creates (a database
+comment, a marker file next to a SQLite file) and never drops or rebuilds a database without that
+mark; a run holds a lease on its databases (`harness.db.leases`) until it drops them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import hashlib
 import inspect
@@ -20,31 +21,26 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from harness.db.engines import create_test_engine, trust
+from harness.db.admin import AdminConnection, server_message
+from harness.db.engines import create_test_engine
+from harness.db.leases import FILE_LOCKS, FileLease, ServerLease, file_lock, lock_file
 from harness.db.probe import probe_isolation
 from harness.db.seed import SeedFunction, plant_seed
 from harness.db.urls import HARNESS_MARK, TEST_PREFIX, check_test_database, is_memory, normalize_url
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 
-try:
-    import fcntl
-
-    _FILE_LOCKS = True
-except ImportError:  # Windows
-    _FILE_LOCKS = False
-
-__all__ = ["Schema", "TestDatabase", "lost_connection"]
+__all__ = ["Schema", "TestDatabase"]
 
 Schema = MetaData | Callable[[Connection], Any] | Callable[[AsyncConnection], Awaitable[Any]] | None
 """What builds the test schema: a `MetaData` (``create_all``), or a callable that receives the
@@ -54,7 +50,6 @@ _MARK = HARNESS_MARK
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _MAX_NAME = 63  # PostgreSQL's NAMEDATALEN - 1
 _LOCK_TIMEOUT = "10s"
-_CONNECT_TIMEOUT = 10  # seconds
 # Pool settings that only a pooling pool takes: the schema is built on an unpooled engine.
 _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo", "poolclass", "pool")
 T = TypeVar("T")
@@ -71,15 +66,16 @@ class TestDatabase:
     """A database that harness creates for tests, fills with the schema, and drops afterwards.
 
     ``url`` names the server (PostgreSQL) or the file (SQLite) the test database is derived from;
-    harness never writes to that database itself. The test database is ``test_<name>`` where
-    ``name`` defaults to the URL's database name, with ``_<worker>`` appended under pytest-xdist.
+    harness never writes to that database itself. The test database is ``test_<name>_<run>``
+    where ``name`` defaults to the URL's database name and ``<run>`` is six hex digits of
+    ``run_id`` (unique per run, shared by its pytest-xdist workers), with ``_<worker>`` appended
+    under pytest-xdist.
     ``schema`` is a `MetaData` or a callable that builds the schema (see `Schema`); ``seed`` is an
     async function that commits rows every test starts from (see `harness.db.seed`), run once with
     the schema, before the database is cloned for the workers.
-    ``reuse=True`` keeps the databases after `drop` (to look into after a run) and reuses the
-    template, with its schema and seed, next time if they did not change; each run still starts
-    from a fresh copy of it, so rows a run committed never reach the next. ``recreate=True``
-    rebuilds the template even then.
+    ``reuse=True`` keeps the template after `drop` and reuses it, with its schema and seed, next
+    time if they did not change; each run still starts from a fresh copy of it, so rows a run
+    committed never reach the next. ``recreate=True`` rebuilds the template even then.
 
     The engine's pooled connections are closed when the event loop they were opened in ends, so
     one database serves a loop per test, per class or per run alike.
@@ -123,20 +119,23 @@ class TestDatabase:
         self.run_id = run_id or os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
         base = name or Path(str(self.server_url.database or "harness")).stem or "harness"
         base = base if base.startswith(TEST_PREFIX) else TEST_PREFIX + base
-        self.name = f"{base}_{worker}" if worker else base
+        self.run_tag = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
+        self.name = f"{base}_{self.run_tag}" + (f"_{worker}" if worker else "")
         self.template_name = f"{base}_template"
+        self._lease: ServerLease | FileLease | None = None
         if self.is_postgres and not _NAME.match(self.name):
             msg = (
-                f"Test database name {self.name!r} must use only lower-case letters, digits and underscores. "
+                f"Test database name {base!r} must use only lower-case letters, digits and underscores. "
                 "Choose one with harness_database_name in the pytest configuration (TestDatabase(name=...) "
                 "without the plugin)."
             )
             raise DatabaseConfigError(msg)
-        if self.is_postgres and len(self.template_name) > _MAX_NAME:
+        if self.is_postgres and max(len(self.template_name), len(self.name)) > _MAX_NAME:
             msg = (
-                f"Test database name {base!r} is too long: with '_template' it passes PostgreSQL's {_MAX_NAME}-byte "
-                "limit. Choose a shorter one with harness_database_name in the pytest configuration "
-                "(TestDatabase(name=...) without the plugin)."
+                f"Test database name {base!r} is too long: with '_template', or the run and worker "
+                f"('{self.name.removeprefix(base)}'), it passes PostgreSQL's {_MAX_NAME}-byte limit. Choose a "
+                "shorter one with harness_database_name in the pytest configuration (TestDatabase(name=...) "
+                "without the plugin)."
             )
             raise DatabaseConfigError(msg)
         if self.is_memory:
@@ -200,10 +199,16 @@ class TestDatabase:
         Also runs `probe_isolation` on the new engine, so a driver that leaks fails here. Without
         ``reuse`` the template is rebuilt once per run (``run_id``, shared by pytest-xdist workers).
         """
-        if self.is_postgres:
-            await self._create_postgres()
-        elif not self.is_memory:
-            await self._create_sqlite_file()
+        if not self.is_memory and self._lease is None:  # held before the database exists
+            self._lease = await asyncio.to_thread(self._take_lease)
+        try:
+            if self.is_postgres:
+                await self._create_postgres()
+            elif not self.is_memory:
+                await self._create_sqlite_file()
+        except BaseException:
+            self._end_lease()
+            raise
         self.engine = create_test_engine(self.url, allow_remote=self.allow_remote, **self.engine_options)
         if self.is_memory:
             await self._build(self.engine, self.name)
@@ -237,24 +242,42 @@ class TestDatabase:
         await self.drop()
 
     async def drop(self, *, template: bool = True) -> None:
-        """Dispose the engine and drop the database (and the template), unless ``reuse`` is set.
+        """Dispose the engine, drop the database and end the lease on it; drop the template too
+        unless ``reuse`` is set.
 
         Pooled connections of event loops other than the running one are let go without awaiting
         on their loop (see `harness.db.loops`)."""
         if self.engine is not None:
             await self.engine.dispose()
-        if self.reuse or self.is_memory:
+        if self.is_memory:
             return
+        template = template and not self.reuse
+        try:
+            if self.is_postgres:
+                async with self._admin() as admin:
+                    await self._drop_owned(admin, self.name)
+                    if template:  # not while another run builds or clones it
+                        await admin.execute(
+                            text("SELECT pg_advisory_lock(hashtext(:n))"), {"n": self.template_name}
+                        )
+                        await self._drop_owned(admin, self.template_name)
+            else:
+                _remove_sqlite_file(self._sqlite_path)
+                if template and FILE_LOCKS:
+                    async with file_lock(lock_file(self._template_path)):  # not while a worker copies it
+                        _remove_sqlite_file(self._template_path)
+        finally:
+            self._end_lease()
+
+    def _take_lease(self) -> ServerLease | FileLease:
         if self.is_postgres:
-            async with self._admin() as admin:
-                await self._drop_owned(admin, self.name)
-                if template and self.template_name != self.name:
-                    await self._drop_owned(admin, self.template_name)
-        else:
-            _remove_sqlite_file(self._sqlite_path)
-            if template and self.template_name != self.name and _FILE_LOCKS:
-                async with _file_lock(_lock_file(self._template_path)):  # not while a worker copies it
-                    _remove_sqlite_file(self._template_path)
+            return ServerLease(self.server_url, self.name, allow_remote=self.allow_remote)
+        return FileLease(self._sqlite_path)
+
+    def _end_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def unreachable(self, timeout: float = 3.0) -> str | None:
         """Why the PostgreSQL server does not answer a fresh connection now, or None when it does (and
@@ -273,7 +296,7 @@ class TestDatabase:
         except DatabaseUnavailableError as exc:
             return str(exc)
         except Exception as exc:  # the connection opened, then broke
-            return f"{type(exc).__name__}: {_server_message(exc) if str(exc) else 'no answer'}"
+            return f"{type(exc).__name__}: {server_message(exc) if str(exc) else 'no answer'}"
         return None
 
     async def _build(self, engine: AsyncEngine, name: str) -> None:
@@ -284,8 +307,8 @@ class TestDatabase:
 
     # -- PostgreSQL -------------------------------------------------------------------------------
 
-    def _admin(self) -> _AdminConnection:
-        return _AdminConnection(self.server_url, self.allow_remote)
+    def _admin(self) -> AdminConnection:
+        return AdminConnection(self.server_url, self.allow_remote)
 
     async def _create_postgres(self) -> None:
         fingerprint = self._fingerprint()
@@ -379,13 +402,13 @@ class TestDatabase:
         path, fingerprint = self._sqlite_path, self._fingerprint()
         _remove_sqlite_file(path)  # a fresh copy every run, with reuse too (see _create_postgres)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not _FILE_LOCKS:  # no file locks to share a template between workers: each builds its own
+        if not FILE_LOCKS:  # no file locks to share a template between workers: each builds its own
             await self._build_sqlite_file(path, fingerprint)
             return
         # As on PostgreSQL, the schema (and the seed) is built once per run into a template that
         # each worker copies; the first worker builds, the others wait on the lock.
         template = self._template_path
-        async with _file_lock(_lock_file(template)):
+        async with file_lock(lock_file(template)):
             built = _sqlite_mark(template).get("schema")
             this_run = f"{fingerprint}; run {self.run_id}"
             if built != this_run and not (
@@ -434,117 +457,6 @@ def _remove_sqlite_file(path: Path) -> None:
     marker.unlink()
 
 
-def _lock_file(path: Path) -> Path:
-    """Where the lock on ``path`` lives: the temporary directory, not beside the user's files."""
-    locks = Path(tempfile.gettempdir()) / "harness-locks"
-    locks.mkdir(exist_ok=True)
-    return locks / f"{path.name}-{hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]}.lock"
-
-
-@contextlib.asynccontextmanager
-async def _file_lock(lock_file: Path) -> AsyncIterator[None]:
-    """An exclusive lock between processes (xdist workers); waits without blocking the event loop."""
-    with lock_file.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.02)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class _AdminConnection:
-    """An AUTOCOMMIT connection to the server's maintenance database, for CREATE/DROP DATABASE."""
-
-    def __init__(self, server_url: URL, allow_remote: bool) -> None:
-        # The maintenance database is only read; check_test_database vets the host.
-        check_test_database(server_url.set(database=TEST_PREFIX + "admin"), allow_remote=allow_remote)
-        self.url = server_url.set(database="postgres")
-        self.engine = create_async_engine(
-            self.url,
-            isolation_level="AUTOCOMMIT",
-            poolclass=NullPool,
-            connect_args={"timeout": _CONNECT_TIMEOUT},
-        )
-        trust(self.engine)
-        self.connection: AsyncConnection | None = None
-
-    async def __aenter__(self) -> AsyncConnection:
-        try:
-            self.connection = await self.engine.connect()
-        except Exception as exc:  # OSError, TimeoutError, DBAPIError; a raw asyncpg error on older SQLAlchemy
-            await self.engine.dispose()
-            where = server_address(self.url)
-            sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
-            if sqlstate:  # the server is up, and said no
-                advice = (
-                    f"Check the user and password in the URL ({self.url.render_as_string(hide_password=True)}): "
-                    "harness needs a role that may create databases."
-                    if sqlstate.startswith(
-                        "28"
-                    )  # invalid authorization: no such role, wrong password, pg_hba
-                    else "Fix what the server says, then run again."
-                )
-                msg = f"The PostgreSQL server at {where} refused the connection: {_server_message(exc)}. {advice}"
-                raise DatabaseUnavailableError(msg) from exc
-            what = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {_CONNECT_TIMEOUT} s"
-            msg = (
-                f"Cannot connect to the PostgreSQL server at {where} ({what}). "
-                "Is the server running and is the URL right? For a throwaway local server run pytest with "
-                "--harness-start-postgres (or `python -m harness.postgres start`), or start PostgreSQL your usual way."
-            )
-            raise DatabaseUnavailableError(msg) from exc
-        return self.connection
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-        await self.engine.dispose()
-
-
-def server_address(url: URL) -> str:
-    """Where a PostgreSQL URL connects: host and port, or the Unix socket file."""
-    host = url.host or url.query.get("host") or os.environ.get("PGHOST") or "localhost"
-    host = host if isinstance(host, str) else ",".join(host)
-    port = url.port or url.query.get("port") or os.environ.get("PGPORT") or 5432
-    return f"the Unix socket {host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
-
-
-_LOST = (
-    "connection was closed",
-    "connection is closed",
-    "terminating connection",
-    "server closed the connection",
-)
-
-
-def lost_connection(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) says a database connection broke or got no answer: a
-    refused or reset socket, a timeout, a connection SQLAlchemy invalidated, a closed connection."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [error]
-    while stack:
-        each = stack.pop()
-        if each is None or id(each) in seen:
-            continue
-        seen.add(id(each))
-        if isinstance(each, OSError | TimeoutError) or any(text in str(each) for text in _LOST):
-            return True  # ConnectionError and socket errors are OSErrors
-        if isinstance(each, DBAPIError) and each.connection_invalidated:
-            return True
-        stack += [each.__cause__, each.__context__, getattr(each, "orig", None)]
-    return False
-
-
-def _server_message(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", exc)
-    return str(orig).splitlines()[0].split(": ", 1)[-1] if str(orig) else type(orig).__name__
-
-
 def _name_and_source(function: Any) -> str:
     """A callable's name and, where Python has it, its source: a change to either rebuilds a reused
     database. Never a repr, whose memory address would differ in every xdist worker."""
@@ -582,7 +494,7 @@ async def _build_schema(engine: AsyncEngine, schema: Schema, name: str) -> None:
         ):
             msg = (
                 f"The connection to the database server broke while building the schema of test database "
-                f"{name!r} ({type(exc).__name__}: {_server_message(exc) if str(exc) else 'no answer'}). "
+                f"{name!r} ({type(exc).__name__}: {server_message(exc) if str(exc) else 'no answer'}). "
                 "Is the server still running?"
             )
             raise DatabaseUnavailableError(msg) from exc

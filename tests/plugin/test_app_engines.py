@@ -175,11 +175,12 @@ def test_harness_engines_adopts_the_apps_engine(project: pytest.Pytester) -> Non
 
 
 async def leftovers(url: str, name: str) -> tuple[int, int]:
-    """Rows of the kept test database and the connections still open to it, from a fresh connection."""
+    """Rows of the kept template (--harness-reuse-db) and the connections still open to the run's
+    databases, from a fresh connection."""
     if url.startswith("sqlite"):
-        target = f"sqlite+aiosqlite:///{Path(url.split('///')[1]).parent / f'test_{name}.sqlite3'}"
+        target = f"sqlite+aiosqlite:///{Path(url.split('///')[1]).parent / f'test_{name}_template.sqlite3'}"
     else:
-        target = url.rsplit("/", 1)[0] + f"/test_{name}"
+        target = url.rsplit("/", 1)[0] + f"/test_{name}_template"
     engine = create_async_engine(normalize_url(target), poolclass=NullPool)
     try:
         async with engine.connect() as connection:
@@ -189,9 +190,10 @@ async def leftovers(url: str, name: str) -> tuple[int, int]:
                 connections = (
                     await connection.execute(
                         text(
-                            "SELECT count(*) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+                            "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, :n) "
+                            "AND pid <> pg_backend_pid()"
                         ),
-                        {"n": f"test_{name}"},
+                        {"n": f"test_{name}_"},
                     )
                 ).scalar_one()
         return int(rows), int(connections)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import pytest
+
+from harness.db import TestDatabase
+from harness.db.leases import left_behind
+from harness.db.testdb import run_aside
 
 MODELS = """
     import pytest
@@ -150,6 +159,59 @@ def test_per_worker_databases_under_xdist(harness_pytester: pytest.Pytester) -> 
     result.assert_outcomes(passed=8)
     names = {path.read_text() for path in seen.iterdir()}
     assert {name.rsplit("_", 1)[1] for name in names} == {"gw0", "gw1"}
+
+
+def test_two_runs_of_one_project_share_a_server_and_leave_nothing_behind(
+    harness_pytester: pytest.Pytester, harness_database: TestDatabase
+) -> None:
+    """Two runs of the same suite, started at the same moment with -n 2 each, on one server (or one
+    machine's SQLite folder): neither drops or sees the other's databases, and when both are done
+    none of their databases or templates is left."""
+    harness_pytester.makeconftest(MODELS)
+    harness_pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from sqlalchemy.ext.asyncio import AsyncSession
+        from conftest import Note, count_notes
+
+        @pytest.mark.parametrize("n", range(6))
+        @pytest.mark.db_session(real_commits=True)
+        async def test_commits_for_real(db_session, db_engine, n):
+            async with AsyncSession(db_engine) as own:
+                own.add(Note(text=str(n)))
+                await own.commit()
+            await asyncio.sleep(0.2)  # the other run writes meanwhile
+            assert await count_notes(db_session) == 1
+        """
+    )
+    name = next(
+        line.split("=")[1].strip()
+        for line in (harness_pytester.path / "tox.ini").read_text().splitlines()
+        if line.startswith("harness_database_name")
+    )
+    command = [sys.executable, "-m", "pytest", "-n", "2", "-p", "xdist", "-p", "no:randomly"]
+    runs = [
+        subprocess.Popen(
+            command, cwd=harness_pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=240)[0] for run in runs]
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output
+        assert "6 passed" in output, output
+    # Each run names its databases apart (a lease alone would only make the second run wait).
+    databases = [
+        next(line for line in output.splitlines() if "harness: test database" in line) for output in outputs
+    ]
+    assert databases[0] != databases[1]
+    if harness_database.is_postgres:
+        server = harness_database.server_url.render_as_string(hide_password=False)
+        left = [each.name for each in run_aside(left_behind(server)) if name in each.name]
+    else:
+        left = [path.name for path in (Path(tempfile.gettempdir()) / "harness").glob(f"test_{name}_*")]
+    assert left == []
 
 
 SEEDED_MODELS = """

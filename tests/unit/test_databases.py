@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import re
 import socket
@@ -20,8 +21,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from harness.db import Schema, TestDatabase, create_test_engine, probe_isolation, rollback_scope, testdb
+from harness.db import Schema, TestDatabase, create_test_engine, probe_isolation, rollback_scope
+from harness.db import admin as admin_module
+from harness.db.__main__ import main as harness_db_main
 from harness.db.engines import trust
+from harness.db.leases import left_behind, sqlite_left_behind
 from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, SchemaError, UnsafeDatabaseError
 from tests.conftest import SQLITE_FILES_POOLED
 from tests.models import Base, Campaign
@@ -58,19 +62,25 @@ async def table_names(database: TestDatabase) -> list[str]:
         return sorted(await connection.run_sync(lambda c: c.dialect.get_table_names(c)))
 
 
-def test_names_derive_from_the_url_with_the_worker_appended(server_url: str) -> None:
-    """test_<name>, plus _gw0 under xdist, and the template per run."""
-    database = TestDatabase(server_url, name="shop", worker="gw1")
-    assert database.name == "test_shop_gw1"
+def test_names_derive_from_the_url_with_the_run_and_worker_appended(server_url: str) -> None:
+    """test_<name>_<run>, plus _gw0 under xdist: runs sharing a server never share a database; the
+    template is shared, as its schema is."""
+    run = hashlib.sha256(b"run-1").hexdigest()[:6]
+    database = TestDatabase(server_url, name="shop", worker="gw1", run_id="run-1")
+    assert database.name == f"test_shop_{run}_gw1"
     assert database.template_name == "test_shop_template"
-    assert TestDatabase(server_url, name="test_shop").name == "test_shop"
+    assert TestDatabase(server_url, name="test_shop", run_id="run-1").name == f"test_shop_{run}"
+    assert (
+        TestDatabase(server_url, name="shop", run_id="run-2").name
+        != TestDatabase(server_url, name="shop").name
+    )
 
 
 def test_default_is_a_sqlite_file_in_the_temporary_directory() -> None:
     """With no URL, the embedded default is a SQLite file per worker."""
     database = TestDatabase(name="demo", worker="gw0")
     assert database.url.get_backend_name() == "sqlite"
-    assert Path(str(database.url.database)).name == "test_demo_gw0.sqlite3"
+    assert Path(str(database.url.database)).name == f"test_demo_{database.run_tag}_gw0.sqlite3"
 
 
 def test_postgres_names_must_be_plain_identifiers() -> None:
@@ -92,20 +102,22 @@ def test_postgres_names_must_fit_the_identifier_limit() -> None:
 
 
 async def test_an_interrupted_build_is_not_reused(tmp_path: Path) -> None:
-    """A database left half-built (marked 'building') is rebuilt, even with reuse."""
+    """A template left half-built (marked 'building') is rebuilt, even with reuse."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
     first = TestDatabase(url, schema=Base.metadata, name="halfbuilt", reuse=True)
     await first.create()
-    async with first.engine.begin() as connection:  # type: ignore[union-attr]
-        await connection.execute(text("DROP TABLE contacts"))
     await first.drop()
-    marker = Path(str(first.url.database) + ".harness")
-    marker.write_text('{"mark": "created by harness for tests", "schema": "building"}')
+    template = tmp_path / "test_halfbuilt_template.sqlite3"
+    with contextlib.closing(sqlite3.connect(template)) as connection:  # the build stopped half-way
+        connection.execute("DROP TABLE contacts")
+        connection.commit()
+    Path(f"{template}.harness").write_text('{"mark": "created by harness for tests", "schema": "building"}')
     again = TestDatabase(url, schema=Base.metadata, name="halfbuilt", reuse=True)
     await again.create()
     assert await table_names(again) == sorted(Base.metadata.tables)
-    await again.engine.dispose()  # type: ignore[union-attr]
-    await TestDatabase(url, name="halfbuilt").drop()
+    again.reuse = False
+    await again.drop()
+    assert not list(tmp_path.glob("test_halfbuilt*"))
 
 
 async def test_create_builds_the_schema_and_drop_removes_it(server_url: str) -> None:
@@ -128,43 +140,43 @@ async def test_postgres_clones_workers_from_one_template(server_url: str, admin:
         await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))
     ).scalar()
     await gw1.create()
-    assert {"test_clones_gw0", "test_clones_gw1", "test_clones_template"} <= await database_names(admin)
+    names = {gw0.name, gw1.name, "test_clones_template"}
+    assert names <= await database_names(admin)
     assert (
         await admin.execute(text("SELECT oid FROM pg_database WHERE datname = 'test_clones_template'"))
     ).scalar() == template_oid
     assert await table_names(gw1) == sorted(Base.metadata.tables)
     await gw0.drop(template=False)
     await gw1.drop()
-    assert not {"test_clones_gw0", "test_clones_gw1", "test_clones_template"} & await database_names(admin)
+    assert not names & await database_names(admin)
 
 
 async def test_a_foreign_database_with_a_test_name_is_never_dropped(
     server_url: str, admin: AsyncConnection
 ) -> None:
     """A test_ database that harness did not create is left alone, with an error saying so."""
-    await admin.execute(text('CREATE DATABASE "test_foreign"'))
+    await admin.execute(text('CREATE DATABASE "test_foreign_template"'))
     try:
         with pytest.raises(UnsafeDatabaseError) as excinfo:
             await TestDatabase(server_url, schema=Base.metadata, name="foreign").create()
         assert excinfo.value.args == (
-            "Database 'test_foreign' exists on the server but was not created by harness, so harness will not drop or "
-            "change it. Drop it yourself if it is disposable, or choose another test database name "
+            "Database 'test_foreign_template' exists on the server but was not created by harness, so harness will "
+            "not drop or change it. Drop it yourself if it is disposable, or choose another test database name "
             "(TestDatabase(name=...) or the harness_database_name setting).",
         )
-        assert "test_foreign" in await database_names(admin)
+        assert "test_foreign_template" in await database_names(admin)
     finally:
-        await admin.execute(text('DROP DATABASE "test_foreign"'))
-        await admin.execute(text('DROP DATABASE IF EXISTS "test_foreign_template"'))
+        await admin.execute(text('DROP DATABASE "test_foreign_template"'))
 
 
 async def test_a_foreign_sqlite_file_is_never_deleted(tmp_path: Path) -> None:
     """A test_ file without harness's marker is not deleted or changed."""
-    foreign = tmp_path / "test_mine.sqlite3"
+    foreign = tmp_path / "test_mine_template.sqlite3"
     foreign.write_bytes(b"precious")
     database = TestDatabase(f"sqlite+aiosqlite:///{tmp_path / 'mine.db'}", schema=Base.metadata)
     with pytest.raises(
         UnsafeDatabaseError,
-        match=r"^SQLite file '.*test_mine\.sqlite3' exists but was not created by harness",
+        match=r"^SQLite file '.*test_mine_template\.sqlite3' exists but was not created by harness",
     ):
         await database.create()
     assert foreign.read_bytes() == b"precious"
@@ -182,17 +194,18 @@ async def test_reuse_keeps_the_schema_and_starts_each_run_from_a_fresh_copy(serv
     def database(run: str, schema: Schema = build_campaigns, **options: bool) -> TestDatabase:
         return TestDatabase(server_url, schema=schema, name="reuse", reuse=True, run_id=run, **options)
 
-    first = database("run-1")
-    engine = await first.create()
+    killed = database("run-1")
+    engine = await killed.create()
     async with engine.begin() as connection:
         await connection.execute(text("INSERT INTO campaigns (name, daily_limit) VALUES ('left over', 1)"))
-    await first.drop()
+    await engine.dispose()
+    killed._end_lease()  # as the process's end would: no drop
 
     async def campaigns(database: TestDatabase) -> int:
         engine = await database.create()
         async with engine.connect() as connection:
             count = int((await connection.execute(text("SELECT count(*) FROM campaigns"))).scalar_one())
-        await engine.dispose()
+        await database.drop()
         return count
 
     assert (await campaigns(database("run-2")), len(builds)) == (0, 1)
@@ -205,12 +218,9 @@ async def test_reuse_keeps_the_schema_and_starts_each_run_from_a_fresh_copy(serv
         Column("name", Integer),
         Column("daily_limit", Integer),
     )
-    rebuilt = database("run-4", changed)
-    await rebuilt.create()
-    async with rebuilt.engine.connect() as connection:  # type: ignore[union-attr]
-        assert (await connection.execute(text("SELECT count(*) FROM campaigns"))).scalar_one() == 0
-    await rebuilt.engine.dispose()  # type: ignore[union-attr]
-    await TestDatabase(server_url, schema=changed, name="reuse").drop()
+    assert await campaigns(database("run-4", changed)) == 0
+    killed.reuse = False
+    await killed.drop()
 
 
 async def test_schema_callables_sync_and_async_build_the_schema(server_url: str) -> None:
@@ -281,9 +291,11 @@ def test_models_that_are_not_tables_are_a_schema_error() -> None:
     )
     with pytest.raises(SchemaError) as excinfo:
         TestDatabase(schema=metadata, name="orders").create_sync()  # refused before it connects
-    assert str(excinfo.value).startswith(
-        "The models cannot be turned into tables for test database 'test_orders': NoReferencedTableError: "
-        "Foreign key associated with column 'orders.customer_id' could not find table 'customers'"
+    assert re.match(
+        "The models cannot be turned into tables for test database 'test_orders_[0-9a-f]{6}': "
+        "NoReferencedTableError: "
+        "Foreign key associated with column 'orders.customer_id' could not find table 'customers'",
+        str(excinfo.value),
     )
     assert str(excinfo.value).endswith("Fix the models (harness_schema returns their MetaData).")
 
@@ -431,20 +443,18 @@ async def test_a_database_harness_did_not_create_is_refused_before_the_template_
     server_url: str, admin: AsyncConnection
 ) -> None:
     built: list[str] = []
-    await admin.execute(text('CREATE DATABASE "test_someone_elses"'))
+    database = TestDatabase(server_url, name="someone_elses", schema=lambda connection: built.append("built"))
+    await admin.execute(text(f'CREATE DATABASE "{database.name}"'))
     try:
-        database = TestDatabase(
-            server_url, name="someone_elses", schema=lambda connection: built.append("built")
-        )
         with pytest.raises(
             UnsafeDatabaseError,
-            match=r"^Database 'test_someone_elses' exists on the server but was not created by harness",
+            match=rf"^Database '{database.name}' exists on the server but was not created by harness",
         ):
             await database.create()
         assert built == []
         assert database.template_name not in await database_names(admin)
         # nor does the isolation probe write its scratch table there
-        engine = create_async_engine(server_url.rsplit("/", 1)[0] + "/test_someone_elses", poolclass=NullPool)
+        engine = create_async_engine(server_url.rsplit("/", 1)[0] + f"/{database.name}", poolclass=NullPool)
         trust(engine)
         with pytest.raises(
             UnsafeDatabaseError,
@@ -453,7 +463,7 @@ async def test_a_database_harness_did_not_create_is_refused_before_the_template_
             await probe_isolation(engine)
         await engine.dispose()
     finally:
-        await admin.execute(text('DROP DATABASE "test_someone_elses"'))
+        await admin.execute(text(f'DROP DATABASE "{database.name}"'))
 
 
 async def test_the_probe_refuses_a_sqlite_file_harness_did_not_create(tmp_path: Path) -> None:
@@ -471,7 +481,7 @@ async def test_the_probe_refuses_a_sqlite_file_harness_did_not_create(tmp_path: 
 
 
 async def test_a_server_that_never_answers_is_named_with_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(testdb, "_CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(admin_module, "CONNECT_TIMEOUT", 0.5)
     with socket.socket() as listener:  # accepts connections, never says a word
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -529,3 +539,42 @@ async def test_a_worker_leaves_the_sqlite_template_to_the_others(tmp_path: Path)
     await second.create()
     await second.drop()  # the run's end
     assert not list(tmp_path.glob("test_shared*"))
+
+
+async def test_only_databases_no_live_run_holds_are_left_behind_and_dropped(
+    server_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run holds a lease on its database until it drops it; what a killed run left is listed and,
+    on request, dropped; a live run's database and one harness did not make are never touched."""
+    live = TestDatabase(server_url, schema=Base.metadata, name="leases", run_id="live")
+    killed = TestDatabase(server_url, schema=Base.metadata, name="leases", run_id="killed")
+    await live.create()
+    await killed.create()
+    killed._end_lease()  # as its process's end would, without a drop
+    postgres = live.is_postgres
+    where = server_url if postgres else str(tmp_path)
+    if postgres:
+        found = {each.name: each.state for each in await left_behind(server_url)}
+    else:
+        (tmp_path / "test_leases_mine.sqlite3").write_bytes(b"precious")  # no harness marker
+        found = {each.name.removesuffix(".sqlite3"): each.state for each in sqlite_left_behind(tmp_path)}
+    assert {name: found.get(name) for name in (live.name, killed.name, live.template_name)} == {
+        live.name: "in use",
+        killed.name: "left by a run that ended",
+        live.template_name: "template",
+    }
+    assert "test_leases_mine" not in found
+
+    assert await asyncio.to_thread(harness_db_main, [where, "--drop"]) == 0  # it runs its own loop
+    printed = dict(
+        line.split(maxsplit=1) for line in capsys.readouterr().out.splitlines() if "test_leases" in line
+    )
+    suffix = "" if postgres else ".sqlite3"
+    assert printed[killed.name + suffix] == "dropped"
+    assert printed[live.template_name + suffix] == ("template" if postgres else "dropped")
+    assert printed[live.name + suffix] == "in use"
+    async with live.engine.connect() as connection:  # type: ignore[union-attr]  # the live run goes on
+        assert await connection.scalar(text("SELECT count(*) FROM campaigns")) == 0
+    await live.drop()
+    if not postgres:
+        assert (tmp_path / "test_leases_mine.sqlite3").read_bytes() == b"precious"

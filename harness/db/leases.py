@@ -1,0 +1,220 @@
+"""Leases on test databases: which ones a live run holds, and the clean-up of what killed runs left.
+
+A run holds a lease on each test database from before it creates it until it has dropped it: on
+PostgreSQL a session advisory lock on a connection of its own, on SQLite a lock on a file. The
+server, or the kernel, ends a lease when the process that held it dies, however it dies, so a
+harness database that nobody holds is one a killed run left behind; `left_behind` lists them and
+drops them on request. A database another run holds is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from harness.db.admin import AdminConnection
+from harness.db.urls import HARNESS_MARK, normalize_url
+
+try:
+    import fcntl
+
+    FILE_LOCKS = True
+except ImportError:  # Windows: no leases on SQLite files, and none is ever taken for stale
+    FILE_LOCKS = False
+
+# Leases use PostgreSQL's two-key advisory locks, a key space apart from the one-key locks that
+# guard a template while it is built or cloned.
+_LEASE_KEY = 0x68726E73  # "hrns"
+_LEASE_LOCK = "SELECT pg_advisory_lock(:key, hashtext(:name))"
+_TRY_LEASE = "SELECT pg_try_advisory_lock(:key, hashtext(:name))"
+_END_LEASE = "SELECT pg_advisory_unlock(:key, hashtext(:name))"
+
+
+class ServerLease:
+    """A lease on a PostgreSQL test database: an advisory lock held, until `release`, on a
+    connection that a helper thread keeps open on an event loop of its own (so the lease outlives
+    the event loops of the tests)."""
+
+    _error: BaseException | None = None  # why the lease could not be taken
+
+    def __init__(self, server_url: URL, name: str, *, allow_remote: bool) -> None:
+        self.name = name
+        self._admin = AdminConnection(server_url, allow_remote)
+        self._held = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._release: asyncio.Event | None = None
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._hold(),), name=f"harness-lease-{name}"
+        )
+        self._thread.daemon = True  # a run that never releases it: the server ends it with the process
+        self._thread.start()
+        self._held.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+
+    async def _hold(self) -> None:
+        self._loop, self._release = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            async with self._admin as admin:
+                await admin.execute(text(_LEASE_LOCK), {"key": _LEASE_KEY, "name": self.name})
+                self._held.set()
+                await self._release.wait()
+        except BaseException as exc:  # DatabaseUnavailableError or a broken connection
+            self._error = exc
+        finally:
+            self._held.set()
+
+    def release(self) -> None:
+        """End the lease (closing its connection); a lease that already ended stays ended."""
+        if self._loop is not None and self._release is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: the connection broke
+                self._loop.call_soon_threadsafe(self._release.set)
+            self._thread.join(timeout=10)
+
+
+class FileLease:
+    """A lease on a SQLite test file: an exclusive lock on a file of its own, held until `release`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+        if FILE_LOCKS:
+            self._handle = lock_file(path, "lease").open("a")
+            fcntl.flock(self._handle, fcntl.LOCK_EX)  # names are unique per run: nobody else waits on it
+
+    def release(self) -> None:
+        """End the lease; a lease that already ended stays ended."""
+        if self._handle is not None:
+            self._handle.close()  # closing the file ends the lock
+            self._handle = None
+
+
+def lock_file(path: Path, kind: str = "lock") -> Path:
+    """Where a lock on the SQLite file at ``path`` lives: the temporary directory, not beside the
+    user's files. ``kind`` "lock" guards building and copying a template; "lease", a run's file."""
+    locks = Path(tempfile.gettempdir()) / "harness-locks"
+    locks.mkdir(exist_ok=True)
+    return locks / f"{path.name}-{hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]}.{kind}"
+
+
+@contextlib.asynccontextmanager
+async def file_lock(lock: Path) -> AsyncIterator[None]:
+    """An exclusive lock between processes (xdist workers, runs); waits without blocking the event loop."""
+    with lock.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class LeftDatabase:
+    """A database harness created, as `left_behind` found it."""
+
+    name: str
+    state: str  # "in use", "left by a run that ended", "template", "dropped", or why it was skipped
+
+
+async def left_behind(
+    url: str | URL,
+    *,
+    drop: bool = False,
+    templates: bool = False,
+    allow_remote: bool = False,
+) -> list[LeftDatabase]:
+    """harness's databases on the PostgreSQL server at ``url``, with who holds each.
+
+    With ``drop``, those no live run holds are dropped (and templates too, with ``templates``:
+    the next run rebuilds them). Databases harness did not create are not listed, nor touched.
+    """
+    found = []
+    async with AdminConnection(normalize_url(url), allow_remote) as admin:
+        rows = await admin.execute(
+            text(
+                "SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), :mark) "
+                "ORDER BY datname"
+            ),
+            {"mark": HARNESS_MARK},
+        )
+        for name in rows.scalars().all():
+            found.append(LeftDatabase(name, await _state(admin, name, drop=drop, templates=templates)))
+    return found
+
+
+async def _state(admin: AsyncConnection, name: str, *, drop: bool, templates: bool) -> str:
+    if name.endswith("_template"):
+        if not (drop and templates):
+            return "template"
+        # The lock a run holds while it builds or clones the template.
+        if not await admin.scalar(text("SELECT pg_try_advisory_lock(hashtext(:name))"), {"name": name}):
+            return "skipped: a run is building or cloning it"
+        try:
+            await admin.execute(text(f'DROP DATABASE "{name}"'))
+        finally:
+            await admin.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
+        return "dropped"
+    if not await admin.scalar(text(_TRY_LEASE), {"key": _LEASE_KEY, "name": name}):
+        return "in use"
+    try:
+        if not drop:
+            return "left by a run that ended"
+        # No live run holds it: connections still open to it are a killed run's, ending on the server.
+        await admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        return "dropped"
+    finally:
+        await admin.execute(text(_END_LEASE), {"key": _LEASE_KEY, "name": name})
+
+
+def sqlite_left_behind(folder: Path, *, drop: bool = False) -> list[LeftDatabase]:
+    """harness's SQLite test files in ``folder``, with who holds each; with ``drop``, the files no
+    live run holds are deleted (templates too: the next run rebuilds them)."""
+    found = []
+    for marker in sorted(folder.glob("*.harness")):
+        path = marker.with_name(marker.name.removesuffix(".harness"))
+        template = path.stem.endswith("_template")
+        with _try_lock(lock_file(path, "lock" if template else "lease")) as free:
+            if not free:
+                found.append(LeftDatabase(path.name, "in use"))
+            elif not drop:
+                found.append(LeftDatabase(path.name, "template" if template else "left by a run that ended"))
+            else:
+                for leftover in (
+                    path,
+                    *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm")),
+                ):
+                    leftover.unlink(missing_ok=True)
+                marker.unlink()
+                found.append(LeftDatabase(path.name, "dropped"))
+    return found
+
+
+@contextlib.contextmanager
+def _try_lock(lock: Path) -> Iterator[bool]:
+    if not FILE_LOCKS:  # no way to tell a live run's file: never take one for stale
+        yield False
+        return
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True

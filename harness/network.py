@@ -5,9 +5,10 @@
         await asyncio.open_connection("127.0.0.1", port)   # loopback: allowed
     guard.assert_nothing_blocked()                  # fails if the code under test swallowed an error
 
-While a guard is on, `socket.getaddrinfo` refuses host names that are not allowed before any DNS
-query, and `socket.socket.connect`/`connect_ex`, `sendto` and `sendmsg` refuse IP addresses that
-are not, so the failure is immediate (no DNS lookup, no SYN, no timeout) whichever library made
+While a guard is on, `socket.getaddrinfo` (and `gethostbyname`, `gethostbyaddr`) refuses host
+names that are not allowed before any DNS query, and `socket.socket.connect`/`connect_ex`, `sendto`
+and `sendmsg` refuse IP addresses that are not, also when called past the `socket.socket` class
+(`_socket.socket.connect`, `super()`: an audit hook checks them where CPython reports them), so the failure is immediate (no DNS lookup, no SYN, no timeout) whichever library made
 the call: httpx and httpx2 (sync, and async through anyio), aiohttp (with its default threaded
 resolver), requests/urllib3, raw sockets, and asyncio streams, whose `loop.getaddrinfo` runs
 `socket.getaddrinfo` in an executor and whose `sock_connect` calls `sock.connect`.
@@ -26,7 +27,9 @@ Limitations:
   `socket.getaddrinfo`) are refused there, not connections to IP addresses.
 * aiodns (c-ares) resolves names without `socket.getaddrinfo`: such a name is refused at connect
   time, by its IP address, after the DNS query.
-* `socket.gethostbyname`, `gethostbyaddr` and `getnameinfo` are not guarded.
+* `socket.getnameinfo` is not guarded.
+* Child processes (`subprocess`, `multiprocessing`) are not guarded: the guard lives in this
+  process. Run what they reach on loopback, or mock it in the child.
 * anyio (under httpx.AsyncClient) connects to an IP address inside a task group, so a refused IP
   literal surfaces as an `ExceptionGroup` holding the `NetworkBlockedError`; names are refused
   before that and raise the error itself.
@@ -41,6 +44,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -402,7 +406,33 @@ _PATCHES: dict[str, Callable[..., Any]] = {
 }
 
 
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """The same checks where CPython's socket module itself reports a call (an audit event), so code
+    that reaches past the patched methods (`_socket.socket.connect(sock, ...)`,
+    `super(socket.socket, sock).connect(...)`) is refused too, as are `gethostbyname` and
+    `gethostbyaddr`. Added once, as audit hooks cannot be removed; it does nothing while no guard is on.
+    """
+    if not event.startswith("socket.") or not (guards := _guards.active):
+        return
+    if event == "socket.connect":
+        _check_address(args[0], args[1], "connect")
+    elif event in ("socket.sendto", "socket.sendmsg"):
+        _check_address(args[0], args[1], "sendto")
+    elif (
+        event in ("socket.gethostbyname", "socket.gethostbyaddr")
+        and isinstance(args[0], str)
+        and not _allowed(guards, args[0], lookup=True)
+    ):
+        _block(guards, args[0], None, "getaddrinfo")
+
+
+_hooked: list[bool] = []  # whether _audit is in (once per process)
+
+
 def _install() -> None:
+    if not _hooked:
+        sys.addaudithook(_audit)
+        _hooked.append(True)
     # A patch someone put back after the guard stopped (monkeypatch undoing a change it made while
     # the guard was on) must not become its own original: keep the originals from last time.
     if socket.getaddrinfo is not _guarded_getaddrinfo:

@@ -59,7 +59,7 @@ from harness.db import (
 from harness.db.admin import lost_connection
 from harness.db.explain import explain as explain_database_error
 from harness.db.seed import Seeded, SeedFunction, load_seeded
-from harness.exceptions import ClockError, HarnessError, SchemaError
+from harness.exceptions import ClockError, HarnessError, NetworkBlockedError, SchemaError
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
 from harness.postgres import ThrowawayPostgres
@@ -78,6 +78,7 @@ _CLOCKS_STARTED = pytest.StashKey[list[Clock]]()  # by the test's body, still ru
 _CALL_ERROR = pytest.StashKey["BaseException | None"]()
 _DATABASE_HOST = pytest.StashKey[str]()
 _CURRENT_NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
+_BLOCKED_SEEN = pytest.StashKey[int]()  # attempts the network guard had refused when the test's call ended
 _CALL_FAILED = pytest.StashKey[bool]()
 _REFUSED = pytest.StashKey[str]()
 _DATABASE = pytest.StashKey[TestDatabase]()  # this run's, once built
@@ -568,8 +569,10 @@ def _network_guard(item: pytest.Item) -> NetworkGuard | None:
         return None
     allowed = [str(host) for host in marker.args] if marker else []
     url, _ = _database_url(item.config)
-    if url and (host := _host_of(url)):
-        allowed.append(host)  # a database server the user allowed (harness_allow_remote_database)
+    # A remote database server the user allowed (harness_allow_remote_database), on every port; a
+    # local one is loopback, which the guard always lets through; any other is refused anyway.
+    if url and _remote_allowed(item.config) and (host := _host_of(url)):
+        allowed.append(host)
     if host := item.config.stash.get(_DATABASE_HOST, None):
         allowed.append(host)  # the same, named by an overridden harness_database_url fixture
     try:
@@ -585,7 +588,12 @@ def pytest_fixture_setup(
 ) -> Generator[None, Any, Any]:
     __tracebackhide__ = True  # a fixture's error is shown without this wrapper
     url = yield
-    if fixturedef.argname == "harness_database_url" and isinstance(url, str) and (host := _host_of(url)):
+    if (
+        fixturedef.argname == "harness_database_url"
+        and isinstance(url, str)
+        and _remote_allowed(request.config)
+        and (host := _host_of(url))
+    ):
         # An overridden harness_database_url fixture names the server after the guard was set up.
         request.config.stash[_DATABASE_HOST] = host
         if (guard := request.config.stash.get(_CURRENT_NETWORK_GUARD, None)) is not None:
@@ -622,8 +630,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         finally:
             running = running_clocks()
             item.stash[_CLOCKS_STARTED] = [clock for clock in started if clock in running]
+            if (network := item.stash.get(_NETWORK_GUARD, None)) is not None:
+                item.stash[_BLOCKED_SEEN] = len(network.blocked)
     __tracebackhide__ = False  # what the guards report below is this hook's own: show where it comes from
-    if (network := item.stash.get(_NETWORK_GUARD, None)) is not None:
+    if network is not None:
         network.assert_nothing_blocked()  # what the code under test swallowed
     if (databases := item.stash.get(_DATABASE_GUARD, None)) is not None:
         databases.assert_nothing_blocked()
@@ -650,6 +660,21 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         raise
     if left:
         raise ClockError(msg)
+    _assert_nothing_blocked_in_teardown(item)
+
+
+def _assert_nothing_blocked_in_teardown(item: pytest.Item) -> None:
+    """Connections refused while fixtures were torn down, which the call's check came too early for."""
+    __tracebackhide__ = True
+    network = item.stash.get(_NETWORK_GUARD, None)
+    if network is None or len(network.blocked) <= (seen := item.stash.get(_BLOCKED_SEEN, 0)):
+        return
+    del network.blocked[:seen]  # reported with the call already
+    try:
+        network.assert_nothing_blocked()
+    except NetworkBlockedError as error:
+        error.add_note("harness: these were attempted while fixtures were torn down, after the test ran.")
+        raise
 
 
 @pytest.hookimpl(wrapper=True)

@@ -92,3 +92,72 @@ def test_a_bad_allow_network_entry_is_a_usage_error(harness_pytester: pytest.Pyt
             "'https://api.example.com' is not a host name, an IP address or a CIDR network.*"
         ]
     )
+
+
+def test_an_attempt_swallowed_in_a_fixture_teardown_is_reported(harness_pytester: pytest.Pytester) -> None:
+    """The call's check comes before fixtures are torn down; what they try after it fails the
+    teardown, once, with a note saying when."""
+    harness_pytester.makepyfile(
+        """
+        import httpx
+        import pytest
+
+        @pytest.fixture
+        def reporter():
+            yield
+            try:
+                httpx.post("https://metrics.example.com/flush")
+            except Exception:
+                pass  # "best effort"
+
+        def test_uses_it(reporter):
+            try:
+                httpx.get("https://api.example.com/v1/ping")
+            except Exception:
+                pass
+        """
+    )
+    result = harness_pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1, errors=1)
+    # The teardown's error names only what came after the call; the call's is the call's.
+    teardown = result.stdout.str().split("ERROR at teardown of test_uses_it")[1].split("= FAILURES =")[0]
+    assert "metrics.example.com:443" in teardown
+    assert "api.example.com" not in teardown
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_uses_it*",
+            "*- metrics.example.com:443",
+            "*harness: these were attempted while fixtures were torn down, after the test ran.",
+        ]
+    )
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_the_database_host_is_let_through_only_when_remote_databases_are_allowed(
+    harness_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, remote: bool
+) -> None:
+    """A database URL names a host; unless harness_allow_remote_database is on, that host is no
+    exception to the guard (harness refuses such a database anyway)."""
+    monkeypatch.setenv("HARNESS_DATABASE_URL", "postgresql://me@db.internal:5432/app")
+    if remote:
+        ini = harness_pytester.path / "tox.ini"
+        ini.write_text(ini.read_text().rstrip() + "\nharness_allow_remote_database = true\n")
+    harness_pytester.makepyfile(
+        """
+        import socket
+
+        def test_reach_the_database_host_on_another_port():
+            try:
+                socket.getaddrinfo("db.internal", 8080)
+            except OSError:
+                pass  # no such host in this sandbox: the resolver answered, so the guard let it through
+        """
+    )
+    result = harness_pytester.runpytest("-p", "no:randomly")
+    if remote:
+        result.assert_outcomes(passed=1)
+    else:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            ["E*NetworkBlockedError: harness blocked a connection to 'db.internal' port 8080*"]
+        )

@@ -8,6 +8,7 @@ Loopback and Unix-socket traffic goes to servers the tests start.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
@@ -15,7 +16,7 @@ import http.server
 import ipaddress
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -702,3 +703,49 @@ def test_other_socket_families_are_not_judged() -> None:
         sender.sendto(b"ping", receiver.getsockname())
         assert receiver.recv(4) == b"ping"
     assert guard.blocked == []
+
+
+@pytest.mark.parametrize(
+    "connect",
+    [
+        pytest.param(
+            lambda sock, address: _socket.socket.connect(sock, address), id="_socket.socket.connect"
+        ),
+        pytest.param(lambda sock, address: super(socket.socket, sock).connect(address), id="super().connect"),
+        pytest.param(
+            lambda sock, address: _socket.socket.connect_ex(sock, address), id="_socket.socket.connect_ex"
+        ),
+    ],
+)
+def test_connects_past_the_socket_class_are_refused_too(
+    guard: NetworkGuard, connect: Callable[[socket.socket, tuple[str, int]], object]
+) -> None:
+    """Calls that skip socket.socket's methods meet the same check, where CPython reports them."""
+    with socket.socket() as sock, pytest.raises(NetworkBlockedError, match=r"'192.0.2.1' port 80"):
+        connect(sock, ("192.0.2.1", 80))
+    assert guard.blocked == [BlockedConnection("192.0.2.1", 80, "connect")]
+    with socket.socket() as sock, pytest.raises(NetworkBlockedError):
+        _socket.socket.sendto(sock, b"x", ("192.0.2.1", 53))
+
+
+def test_older_name_lookups_are_refused_before_the_resolver(guard: NetworkGuard) -> None:
+    """gethostbyname and gethostbyaddr: no DNS query for a host that is not allowed; loopback passes."""
+    with pytest.raises(NetworkBlockedError, match=r"'example.com'"):
+        socket.gethostbyname("example.com")
+    with pytest.raises(NetworkBlockedError, match=r"'192.0.2.1'"):
+        socket.gethostbyaddr("192.0.2.1")
+    assert socket.gethostbyname("localhost").startswith("127.")
+    assert [str(attempt) for attempt in guard.blocked] == ["example.com", "192.0.2.1"]
+
+
+def test_the_audit_hook_does_nothing_while_no_guard_is_on() -> None:
+    """The hook stays in the process for good (CPython cannot remove one); past the guard it passes
+    every call, so nothing outside a guard is refused."""
+    from harness import network
+
+    with socket.socket() as sock:
+        with block_network(), pytest.raises(NetworkBlockedError):
+            network._audit("socket.connect", (sock, ("192.0.2.1", 80)))
+        assert network._hooked == [True]
+        assert network._audit("socket.connect", (sock, ("192.0.2.1", 80))) is None
+        assert network._audit("socket.gethostbyname", ("example.com",)) is None

@@ -70,7 +70,9 @@ A = TypeVar("A", bound=type[MockApi])
 
 _SEED = pytest.StashKey[int]()
 _RUN_ID = pytest.StashKey[str]()  # names this run's databases; the controller's under xdist
-_TEMPLATE_USED = pytest.StashKey[bool]()  # an xdist worker cloned the template: the controller drops it
+_TEMPLATES_USED = pytest.StashKey[
+    set[tuple[str | None, str]]
+]()  # (URL, name) of templates xdist workers cloned
 _STARTED_URL = pytest.StashKey[str]()  # the URL of the server --harness-start-postgres started
 _NETWORK_GUARD = pytest.StashKey[NetworkGuard]()
 _DATABASE_GUARD = pytest.StashKey[DatabaseGuard]()
@@ -117,7 +119,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--harness-reuse-db",
         action="store_true",
-        help="Keep the test databases after the run, and reuse the built schema next time if it is unchanged "
+        help="Keep the template after the run, and reuse the built schema next time if it is unchanged "
         "(each run still starts from a fresh copy of it).",
     )
     group.addoption(
@@ -275,15 +277,15 @@ class _XdistController:
         node.workerinput["harness_run_id"] = self.config.stash[_RUN_ID]
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
-        if getattr(node, "workeroutput", {}).get("harness_template_used"):
-            self.config.stash[_TEMPLATE_USED] = True
+        if used := getattr(node, "workeroutput", {}).get("harness_template"):
+            self.config.stash.setdefault(_TEMPLATES_USED, set()).add((used[0], used[1]))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.config.stash.get(_TEMPLATE_USED, False) or self.config.getoption("--harness-reuse-db"):
+        if self.config.getoption("--harness-reuse-db"):
             return
-        url = _database_url(self.config)[0]
-        with contextlib.suppress(HarnessError):  # a worker reported what went wrong with the database
-            _run_database(self.config, url).drop_sync()
+        for url, name in self.config.stash.get(_TEMPLATES_USED, set()):
+            with contextlib.suppress(HarnessError):  # a worker reported what went wrong with the database
+                _run_database(self.config, url, name=name).drop_sync()
 
 
 def _randomly_reseeds(config: pytest.Config) -> bool:
@@ -774,8 +776,9 @@ def harness_database(
         return  # nothing to drop it on: `python -m harness.db URL --drop` clears what this run left
     # Under xdist other workers may still clone the template: the controller drops it at the end.
     database.drop_sync(template=worker is None)
-    if worker is not None:
-        pytestconfig.workeroutput["harness_template_used"] = True  # type: ignore[attr-defined]
+    if worker is not None:  # the server and name the workers used, whatever the fixtures said
+        base = database.template_name.removesuffix("_template")
+        pytestconfig.workeroutput["harness_template"] = [harness_database_url, base]  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
@@ -956,9 +959,9 @@ def _stop_run(message: str) -> NoReturn:
 
 def _run_database(config: pytest.Config, url: str | None, **options: Any) -> TestDatabase:
     """This run's TestDatabase for ``url``: its name, run id, reuse and remote settings."""
+    options.setdefault("name", _database_name(config, url))
     return TestDatabase(
         url,
-        name=_database_name(config, url),
         run_id=config.stash[_RUN_ID],
         reuse=bool(config.getoption("--harness-reuse-db")),
         allow_remote=_remote_allowed(config),

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             folder = Path(args.where.split("///", 1)[-1])  # a sqlite URL names a file in the folder
-            found = sqlite_left_behind(folder if folder.is_dir() else folder.parent, drop=args.drop)
+            found = sqlite_left_behind(
+                folder if folder.is_dir() else folder.parent, drop=args.drop, templates=args.templates
+            )
     except HarnessError as exc:
         print(f"harness.db: {exc}", file=sys.stderr)
         return 2

@@ -153,9 +153,13 @@ def create_test_engine(
                 settings.setdefault(name, f"{int(seconds * 1000)}ms")
         # asyncpg's own timeouts: a server that froze fails the test instead of hanging the run. The
         # command timeout leaves the server time to cancel first, with its clearer error.
-        client = {"timeout": 10} | (
-            {} if statement_timeout is None else {"command_timeout": statement_timeout + 5}
-        )
+        # Only over harness's own statement_timeout: one the caller set in server_settings may be longer.
+        client: dict[str, Any] = {"timeout": 10}
+        if (
+            statement_timeout is not None
+            and settings["statement_timeout"] == f"{int(statement_timeout * 1000)}ms"
+        ):
+            client["command_timeout"] = statement_timeout + 5
         options["connect_args"] = {**client, **connect_args, "server_settings": settings}
     engine = create_async_engine(parsed, **options)
     sync_engine = engine.sync_engine
@@ -302,6 +306,7 @@ def explain_timeouts(context: Any) -> None:
         # anything else on this one, even a close with a timeout: a frozen server never answers.
         # Aborting the socket and discarding the connection is what keeps the run from hanging.
         context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False  # this connection only: the server may be fine
         with contextlib.suppress(Exception):  # no connection to abort (the error came from connecting)
             context.connection.connection.driver_connection.terminate()
         if CLIENT_TIMEOUT_NOTE not in getattr(error, "__notes__", ()):

@@ -1,10 +1,13 @@
 """Leases on test databases: which ones a live run holds, and the clean-up of what killed runs left.
 
 A run holds a lease on each test database from before it creates it until it has dropped it: on
-PostgreSQL a session advisory lock on a connection of its own, on SQLite a lock on a file. The
-server, or the kernel, ends a lease when the process that held it dies, however it dies, so a
+PostgreSQL a session advisory lock on a connection of its own, on SQLite a lock on a file beside
+the database file. The kernel or the server ends a lease when the process that held it ends (a
+machine that vanished from the network, only once the server gives up on its connection), so a
 harness database that nobody holds is one a killed run left behind; `left_behind` lists them and
-drops them on request. A database another run holds is never dropped.
+drops them on request. A database a lease holds, or one with connections open to it, is never
+dropped. Leases need a direct connection to PostgreSQL: a pooler in transaction mode (pgbouncer)
+does not keep session advisory locks.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import IO
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from harness.db.admin import AdminConnection
+from harness.db.admin import CONNECT_TIMEOUT, AdminConnection, server_message
 from harness.db.urls import HARNESS_MARK, normalize_url
+from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError
 
 try:
     import fcntl
@@ -36,7 +41,6 @@ except ImportError:  # Windows: no leases on SQLite files, and none is ever take
 # Leases use PostgreSQL's two-key advisory locks, a key space apart from the one-key locks that
 # guard a template while it is built or cloned.
 _LEASE_KEY = 0x68726E73  # "hrns"
-_LEASE_LOCK = "SELECT pg_advisory_lock(:key, hashtext(:name))"
 _TRY_LEASE = "SELECT pg_try_advisory_lock(:key, hashtext(:name))"
 _END_LEASE = "SELECT pg_advisory_unlock(:key, hashtext(:name))"
 
@@ -59,7 +63,9 @@ class ServerLease:
         )
         self._thread.daemon = True  # a run that never releases it: the server ends it with the process
         self._thread.start()
-        self._held.wait()
+        if not self._held.wait(timeout=CONNECT_TIMEOUT + 20):
+            msg = f"The PostgreSQL server did not answer harness's lease on test database {name!r} within {CONNECT_TIMEOUT + 20} s."
+            raise DatabaseUnavailableError(msg)
         if self._error is not None:
             self._thread.join()
             raise self._error
@@ -68,7 +74,8 @@ class ServerLease:
         self._loop, self._release = asyncio.get_running_loop(), asyncio.Event()
         try:
             async with self._admin as admin:
-                await admin.execute(text(_LEASE_LOCK), {"key": _LEASE_KEY, "name": self.name})
+                if not await admin.scalar(text(_TRY_LEASE), {"key": _LEASE_KEY, "name": self.name}):
+                    raise _in_use(self.name)
                 self._held.set()
                 await self._release.wait()
         except BaseException as exc:  # DatabaseUnavailableError or a broken connection
@@ -85,28 +92,48 @@ class ServerLease:
 
 
 class FileLease:
-    """A lease on a SQLite test file: an exclusive lock on a file of its own, held until `release`."""
+    """A lease on a SQLite test file: an exclusive lock on ``<file>.lease`` beside it (found by
+    every process, whatever its temporary directory), held until `release`."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = lease_file(path)
         self._handle: IO[str] | None = None
         if FILE_LOCKS:
-            self._handle = lock_file(path, "lease").open("a")
-            fcntl.flock(self._handle, fcntl.LOCK_EX)  # names are unique per run: nobody else waits on it
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a")
+            try:
+                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._handle.close()
+                raise _in_use(path.name) from None
 
     def release(self) -> None:
         """End the lease; a lease that already ended stays ended."""
         if self._handle is not None:
+            self.path.unlink(missing_ok=True)
             self._handle.close()  # closing the file ends the lock
             self._handle = None
 
 
-def lock_file(path: Path, kind: str = "lock") -> Path:
-    """Where a lock on the SQLite file at ``path`` lives: the temporary directory, not beside the
-    user's files. ``kind`` "lock" guards building and copying a template; "lease", a run's file."""
+def lease_file(path: Path) -> Path:
+    """The lease file of the SQLite test file at ``path``."""
+    return path.with_name(path.name + ".lease")
+
+
+def _in_use(name: str) -> DatabaseConfigError:
+    return DatabaseConfigError(
+        f"Test database {name!r} is held by another process right now: two TestDatabase objects got the same "
+        "name and run id. Under pytest-xdist give each worker its own "
+        "(TestDatabase(..., worker=os.environ.get('PYTEST_XDIST_WORKER'))), or a run_id of its own."
+    )
+
+
+def lock_file(path: Path) -> Path:
+    """Where the lock that guards building and copying the SQLite template at ``path`` lives: the
+    temporary directory, not beside the user's files."""
     locks = Path(tempfile.gettempdir()) / "harness-locks"
     locks.mkdir(exist_ok=True)
-    return locks / f"{path.name}-{hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]}.{kind}"
+    return locks / f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]}.lock"
 
 
 @contextlib.asynccontextmanager
@@ -167,43 +194,70 @@ async def _state(admin: AsyncConnection, name: str, *, drop: bool, templates: bo
         if not await admin.scalar(text("SELECT pg_try_advisory_lock(hashtext(:name))"), {"name": name}):
             return "skipped: a run is building or cloning it"
         try:
-            await admin.execute(text(f'DROP DATABASE "{name}"'))
+            return await _drop(admin, name)
         finally:
             await admin.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
-        return "dropped"
     if not await admin.scalar(text(_TRY_LEASE), {"key": _LEASE_KEY, "name": name}):
         return "in use"
     try:
-        if not drop:
-            return "left by a run that ended"
-        # No live run holds it: connections still open to it are a killed run's, ending on the server.
-        await admin.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        return "dropped"
+        return await _drop(admin, name) if drop else "left by a run that ended"
     finally:
         await admin.execute(text(_END_LEASE), {"key": _LEASE_KEY, "name": name})
 
 
-def sqlite_left_behind(folder: Path, *, drop: bool = False) -> list[LeftDatabase]:
+async def _drop(admin: AsyncConnection, name: str) -> str:
+    # Never WITH (FORCE): a connection still open may be a live run's whose lease connection broke.
+    sessions = await admin.scalar(
+        text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"), {"name": name}
+    )
+    if sessions:
+        return f"skipped: {sessions} connection(s) open to it"
+    try:
+        await admin.execute(text(f'DROP DATABASE "{name}"'))
+    except DBAPIError as exc:  # another role's database, a connection that came meanwhile
+        return f"skipped: {server_message(exc)}"
+    return "dropped"
+
+
+def sqlite_left_behind(folder: Path, *, drop: bool = False, templates: bool = False) -> list[LeftDatabase]:
     """harness's SQLite test files in ``folder``, with who holds each; with ``drop``, the files no
-    live run holds are deleted (templates too: the next run rebuilds them)."""
+    live run holds are deleted (templates too, with ``templates``: the next run rebuilds them)."""
     found = []
     for marker in sorted(folder.glob("*.harness")):
         path = marker.with_name(marker.name.removesuffix(".harness"))
-        template = path.stem.endswith("_template")
-        with _try_lock(lock_file(path, "lock" if template else "lease")) as free:
+        if path.stem.endswith("_template"):
+            if not (drop and templates):
+                found.append(LeftDatabase(path.name, "template"))
+                continue
+            with _try_lock(lock_file(path)) as free:  # not while a run builds or copies it
+                found.append(
+                    LeftDatabase(path.name, _delete(path) if free else "skipped: a run is copying it")
+                )
+            continue
+        lease = lease_file(path)
+        if not FILE_LOCKS:  # no leases here (Windows): no way to tell a live run's file
+            found.append(LeftDatabase(path.name, "in use, for all harness can tell"))
+            continue
+        if not lease.exists():  # a run makes it before the file and deletes it after
+            found.append(LeftDatabase(path.name, _delete(path) if drop else "left by a run that ended"))
+            continue
+        with _try_lock(lease) as free:
             if not free:
                 found.append(LeftDatabase(path.name, "in use"))
-            elif not drop:
-                found.append(LeftDatabase(path.name, "template" if template else "left by a run that ended"))
             else:
-                for leftover in (
-                    path,
-                    *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm")),
-                ):
-                    leftover.unlink(missing_ok=True)
-                marker.unlink()
-                found.append(LeftDatabase(path.name, "dropped"))
+                found.append(LeftDatabase(path.name, _delete(path) if drop else "left by a run that ended"))
+                if drop:
+                    lease.unlink(missing_ok=True)
     return found
+
+
+def _delete(path: Path) -> str:
+    for leftover in (
+        path,
+        *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm", ".harness")),
+    ):
+        leftover.unlink(missing_ok=True)
+    return "dropped"
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -206,15 +207,18 @@ class TestDatabase:
                 await self._create_postgres()
             elif not self.is_memory:
                 await self._create_sqlite_file()
+            self.engine = create_test_engine(self.url, allow_remote=self.allow_remote, **self.engine_options)
+            if self.is_memory:
+                await self._build(self.engine, self.name)
+            await probe_isolation(self.engine)
+            if not self.is_memory:  # pooled connections belong to this event loop; tests bring their own
+                await self.engine.dispose()
         except BaseException:
+            # Names are unique per run: nothing would replace a database this run made.
+            with contextlib.suppress(Exception):
+                await self.drop(template=False)
             self._end_lease()
             raise
-        self.engine = create_test_engine(self.url, allow_remote=self.allow_remote, **self.engine_options)
-        if self.is_memory:
-            await self._build(self.engine, self.name)
-        await probe_isolation(self.engine)
-        if not self.is_memory:  # pooled connections belong to this event loop; tests bring their own
-            await self.engine.dispose()
         return self.engine
 
     def create_sync(self) -> AsyncEngine:

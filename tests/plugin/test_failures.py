@@ -670,7 +670,10 @@ def test_an_aborted_run_is_not_said_to_have_no_regressions(harness_pytester: pyt
 def test_an_overridden_database_url_fixture_lets_its_server_through(
     harness_pytester: pytest.Pytester,
 ) -> None:
-    """The network guard admits the host that harness_database_url names, even as an overridden fixture."""
+    """The network guard admits the remote server that harness_database_url names (remote databases
+    allowed), even as an overridden fixture."""
+    ini = harness_pytester.path / "tox.ini"
+    ini.write_text(ini.read_text().rstrip() + "\nharness_allow_remote_database = true\n")
     harness_pytester.makeconftest(
         """
         import pytest

@@ -571,10 +571,30 @@ async def test_only_databases_no_live_run_holds_are_left_behind_and_dropped(
     )
     suffix = "" if postgres else ".sqlite3"
     assert printed[killed.name + suffix] == "dropped"
-    assert printed[live.template_name + suffix] == ("template" if postgres else "dropped")
+    assert printed[live.template_name + suffix] == "template"  # dropped only with --templates
     assert printed[live.name + suffix] == "in use"
     async with live.engine.connect() as connection:  # type: ignore[union-attr]  # the live run goes on
         assert await connection.scalar(text("SELECT count(*) FROM campaigns")) == 0
     await live.drop()
     if not postgres:
         assert (tmp_path / "test_leases_mine.sqlite3").read_bytes() == b"precious"
+
+
+async def test_two_databases_with_one_name_and_run_are_refused_not_shared(server_url: str) -> None:
+    """Under pytest-xdist without a worker name, every worker would take the same database: the
+    second is refused with the fix, instead of waiting on or dropping the first's."""
+    first = TestDatabase(server_url, schema=Base.metadata, name="twice", run_id="same")
+    await first.create()
+    try:
+        with pytest.raises(DatabaseConfigError) as excinfo:
+            await TestDatabase(server_url, schema=Base.metadata, name="twice", run_id="same").create()
+        assert str(excinfo.value).startswith(
+            f"Test database '{first.name + ('' if first.is_postgres else '.sqlite3')}' is held by another "
+            "process right now: two TestDatabase objects got the same name and run id. Under pytest-xdist give "
+            "each worker its own (TestDatabase(..., worker=os.environ.get('PYTEST_XDIST_WORKER'))), or a run_id "
+            "of its own."
+        )
+        async with first.engine.connect() as connection:  # type: ignore[union-attr]  # the first goes on
+            assert await connection.scalar(text("SELECT count(*) FROM campaigns")) == 0
+    finally:
+        await first.drop()

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        if args.where.startswith(("postgres", "postgresql")):
+        if args.where.startswith("postgres"):  # postgres:// and postgresql://
             found = asyncio.run(
                 left_behind(
                     args.where, drop=args.drop, templates=args.templates, allow_remote=args.allow_remote

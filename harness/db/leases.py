@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from harness.db.admin import CONNECT_TIMEOUT, AdminConnection, server_message
 from harness.db.urls import HARNESS_MARK, normalize_url
-from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError
+from harness.exceptions import DatabaseConfigError, DatabaseUnavailableError, UnsafeDatabaseError
 
 try:
     import fcntl
@@ -252,12 +252,25 @@ def sqlite_left_behind(folder: Path, *, drop: bool = False, templates: bool = Fa
 
 
 def _delete(path: Path) -> str:
-    for leftover in (
-        path,
-        *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm", ".harness")),
-    ):
-        leftover.unlink(missing_ok=True)
+    remove_sqlite_file(path)
     return "dropped"
+
+
+def remove_sqlite_file(path: Path) -> None:
+    """Delete the SQLite test file at ``path`` with its journal files and marker; refuse one harness did not mark."""
+    marker = path.with_name(path.name + ".harness")
+    if not path.exists():
+        marker.unlink(missing_ok=True)
+        return
+    if not marker.exists():
+        msg = (
+            f"SQLite file {str(path)!r} exists but was not created by harness, so harness will not delete or "
+            "change it. Delete it yourself if it is disposable, or choose another test database name."
+        )
+        raise UnsafeDatabaseError(msg)
+    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
+        leftover.unlink(missing_ok=True)
+    marker.unlink()
 
 
 @contextlib.contextmanager

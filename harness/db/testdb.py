@@ -35,7 +35,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from harness.db.admin import AdminConnection, server_message
 from harness.db.engines import create_test_engine
-from harness.db.leases import FILE_LOCKS, FileLease, ServerLease, file_lock, lock_file
+from harness.db.leases import FILE_LOCKS, FileLease, ServerLease, file_lock, lock_file, remove_sqlite_file
 from harness.db.probe import probe_isolation
 from harness.db.seed import SeedFunction, plant_seed
 from harness.db.urls import HARNESS_MARK, TEST_PREFIX, check_test_database, is_memory, normalize_url
@@ -266,10 +266,10 @@ class TestDatabase:
                         )
                         await self._drop_owned(admin, self.template_name)
             else:
-                _remove_sqlite_file(self._sqlite_path)
+                remove_sqlite_file(self._sqlite_path)
                 if template and FILE_LOCKS:
                     async with file_lock(lock_file(self._template_path)):  # not while a worker copies it
-                        _remove_sqlite_file(self._template_path)
+                        remove_sqlite_file(self._template_path)
         finally:
             self._end_lease()
 
@@ -404,7 +404,7 @@ class TestDatabase:
 
     async def _create_sqlite_file(self) -> None:
         path, fingerprint = self._sqlite_path, self._fingerprint()
-        _remove_sqlite_file(path)  # a fresh copy every run, with reuse too (see _create_postgres)
+        remove_sqlite_file(path)  # a fresh copy every run, with reuse too (see _create_postgres)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not FILE_LOCKS:  # no file locks to share a template between workers: each builds its own
             await self._build_sqlite_file(path, fingerprint)
@@ -418,7 +418,7 @@ class TestDatabase:
             if built != this_run and not (
                 self.reuse and not self.recreate and (built or "").startswith(fingerprint)
             ):
-                _remove_sqlite_file(template)
+                remove_sqlite_file(template)
                 await self._build_sqlite_file(template, this_run)
             _sqlite_mark(path, "building")  # ours, not usable until copied whole
             shutil.copyfile(template, path)  # under the lock: no worker rebuilds or drops it meanwhile
@@ -431,7 +431,7 @@ class TestDatabase:
             await self._build(engine, path.stem)
         except SchemaError:
             await engine.dispose()
-            _remove_sqlite_file(path)
+            remove_sqlite_file(path)
             raise
         await engine.dispose()
         _sqlite_mark(path, mark)
@@ -443,22 +443,6 @@ def _sqlite_mark(path: Path, schema: str | None = None) -> dict[str, str]:
     if schema is not None:
         marker.write_text(json.dumps({"mark": _MARK, "schema": schema}))
     return cast(dict[str, str], json.loads(marker.read_text())) if marker.exists() else {}
-
-
-def _remove_sqlite_file(path: Path) -> None:
-    marker = path.with_name(path.name + ".harness")
-    if not path.exists():
-        marker.unlink(missing_ok=True)
-        return
-    if not marker.exists():
-        msg = (
-            f"SQLite file {str(path)!r} exists but was not created by harness, so harness will not delete or "
-            "change it. Delete it yourself if it is disposable, or choose another test database name."
-        )
-        raise UnsafeDatabaseError(msg)
-    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-journal", "-wal", "-shm"))):
-        leftover.unlink(missing_ok=True)
-    marker.unlink()
 
 
 def _name_and_source(function: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 
@@ -28,7 +29,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 def install(session: nox.Session, *groups: str) -> None:
     requirements = [req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)]
-    session.install("-e", ".[postgres]", *requirements)
+    session.install("-e", ".[postgres,psycopg]", *requirements)
 
 
 @contextlib.contextmanager
@@ -52,9 +53,10 @@ def postgres_server(session: nox.Session) -> Iterator[str]:
         subprocess.run([*command, "stop"], check=False)
 
 
-def database_url(server_url: str) -> str:
-    """The URL the suite derives its test databases from (test_harness, test_harness_gw0, …)."""
-    return server_url.rsplit("/", 1)[0] + "/harness"
+def database_url(server_url: str, driver: str = "asyncpg") -> str:
+    """The URL the suite derives its test databases from (test_harness_…), with ``driver``."""
+    server = re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", f"postgresql+{driver}://", server_url)
+    return server.rsplit("/", 1)[0] + "/harness"
 
 
 def run_suite(session: nox.Session, backend: str, *url_args: str) -> None:
@@ -68,15 +70,17 @@ def run_suite(session: nox.Session, backend: str, *url_args: str) -> None:
 
 
 @nox.session
-@nox.parametrize("backend", ["sqlite", "postgres"])
+@nox.parametrize("backend", ["sqlite", "postgres", "psycopg"])
 def tests(session: nox.Session, backend: str) -> None:
-    """The whole test suite on embedded SQLite, or on a real PostgreSQL server."""
+    """The whole test suite on embedded SQLite, or on a real PostgreSQL server through asyncpg
+    (``postgres``) or psycopg 3."""
     install(session, "test")
     if backend == "sqlite":
         run_suite(session, backend)
         return
+    driver = "psycopg" if backend == "psycopg" else "asyncpg"
     with postgres_server(session) as url:
-        run_suite(session, backend, f"--harness-database-url={database_url(url)}")
+        run_suite(session, backend, f"--harness-database-url={database_url(url, driver)}")
 
 
 @nox.session(venv_backend="uv", reuse_venv=False)  # a reused venv keeps newer versions
@@ -85,10 +89,13 @@ def lowest_versions(session: nox.Session, backend: str) -> None:
     """The unit and plugin tests with the lowest dependency versions that pyproject allows.
 
     The newest versions are what `tests` sees; this catches a lower bound that no longer holds (an
-    import, an API or a fix that only a newer release has). On PostgreSQL it runs asyncpg's floor.
+    import, an API or a fix that only a newer release has). On PostgreSQL it runs asyncpg's floor,
+    and psycopg's on the database tests.
     Test-only tools keep their newest release that the floors allow.
     """
-    session.install("--resolution=lowest-direct", "-e", ".[postgres,time-machine,polyfactory,alembic]")
+    session.install(
+        "--resolution=lowest-direct", "-e", ".[postgres,psycopg,time-machine,polyfactory,alembic]"
+    )
     frozen = session.run("uv", "pip", "freeze", external=True, silent=True) or ""
     # Not in session.create_tmp(): that moves TMPDIR, and the unix socket tests' paths grow too long.
     constraints = os.path.join(session.virtualenv.location, "lowest-constraints.txt")
@@ -101,6 +108,9 @@ def lowest_versions(session: nox.Session, backend: str) -> None:
         return
     with postgres_server(session) as url:
         session.run("pytest", *tests, f"--harness-database-url={database_url(url)}")
+        # psycopg's floor: the database tests, which cover what differs between the drivers.
+        database_tests = ["tests/unit/test_db.py", "tests/unit/test_databases.py", "-n", "2", "-p", "xdist"]
+        session.run("pytest", *database_tests, f"--harness-database-url={database_url(url, 'psycopg')}")
 
 
 @nox.session

@@ -1189,12 +1189,15 @@ def _describe(made_by: type[ModelFactory[Any]], key: str) -> str:
 
 
 def _failed_column(error: DBAPIError) -> tuple[str, str] | None:
-    """(table, column) a constraint error names, from SQLite's message or asyncpg's error fields."""
-    cause = getattr(error.orig, "__cause__", None)
-    table = getattr(cause, "table_name", None)
+    """(table, column) a constraint error names, from SQLite's message, asyncpg's error fields or
+    psycopg's diagnostics."""
+    cause = getattr(error.orig, "__cause__", None)  # asyncpg's error, under SQLAlchemy's adapter's
+    fields = getattr(error.orig, "diag", None) or cause  # psycopg's names them as asyncpg does, with message_
+    table = getattr(fields, "table_name", None)
     if table:
-        column = getattr(cause, "column_name", None)
-        match = re.search(r"Key \(([^,)]+)", getattr(cause, "detail", None) or "")
+        column = getattr(fields, "column_name", None)
+        detail = getattr(fields, "detail", None) or getattr(fields, "message_detail", None) or ""
+        match = re.search(r"Key \(([^,)]+)", detail)
         if column or match:
             return table, column or match.group(1)  # type: ignore[union-attr]
     match = re.search(r"constraint failed: (\w+)\.(\w+)", str(error.orig))

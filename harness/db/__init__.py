@@ -13,6 +13,7 @@ One module per concern; a URL or a connection walks down this list, never up:
 - `harness.db.engines`: `create_test_engine`, its driver fixes and the guards on its dialect.
 - `harness.db.loops`: pooled connections closed when their event loop ends.
 - `harness.db.joining`: the connection code gets inside a scope, whose transactions are savepoints.
+- `harness.db.drivers`: what differs between asyncpg and psycopg: timeouts, settings, aborting.
 - `harness.db.urls`: URLs, drivers, and the check that a URL names a test database.
 """
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from harness.db.drivers import postgres_connect_args
 from harness.db.engines import trust
 from harness.db.urls import TEST_PREFIX, check_test_database
 from harness.exceptions import DatabaseUnavailableError
@@ -30,7 +31,9 @@ class AdminConnection:
             self.url,
             isolation_level="AUTOCOMMIT",
             poolclass=NullPool,
-            connect_args={"timeout": CONNECT_TIMEOUT},
+            connect_args=postgres_connect_args(
+                self.url.get_driver_name(), {}, connect_timeout=CONNECT_TIMEOUT
+            ),
         )
         trust(self.engine)
         self.connection: AsyncConnection | None = None
@@ -41,17 +44,16 @@ class AdminConnection:
         except Exception as exc:  # OSError, TimeoutError, DBAPIError; a raw asyncpg error on older SQLAlchemy
             await self.engine.dispose()
             where = server_address(self.url)
-            sqlstate = str(getattr(getattr(exc, "orig", exc), "sqlstate", None) or "")
-            if sqlstate:  # the server is up, and said no
+            refusal = _refusal(exc)
+            if refusal is not None:  # the server is up, and said no
+                said, about_the_role = refusal
                 advice = (
                     f"Check the user and password in the URL ({self.url.render_as_string(hide_password=True)}): "
                     "harness needs a role that may create databases."
-                    if sqlstate.startswith(
-                        "28"
-                    )  # invalid authorization: no such role, wrong password, pg_hba
+                    if about_the_role
                     else "Fix what the server says, then run again."
                 )
-                msg = f"The PostgreSQL server at {where} refused the connection: {server_message(exc)}. {advice}"
+                msg = f"The PostgreSQL server at {where} refused the connection: {said}. {advice}"
                 raise DatabaseUnavailableError(msg) from exc
             what = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {CONNECT_TIMEOUT} s"
             msg = (
@@ -68,6 +70,22 @@ class AdminConnection:
         await self.engine.dispose()
 
 
+def _refusal(exc: BaseException) -> tuple[str, bool] | None:
+    """What the server said when it refused a connection, and whether it was about the role (a
+    wrong user or password, pg_hba.conf); None when it never answered."""
+    orig = getattr(exc, "orig", exc)
+    sqlstate = str(getattr(orig, "sqlstate", None) or "")
+    if sqlstate:  # asyncpg
+        return server_message(exc), sqlstate.startswith("28")  # 28: invalid authorization
+    text = str(orig)  # psycopg keeps libpq's words only: "… failed: FATAL:  role "x" does not exist"
+    if "FATAL:" in text:
+        said = text.split("FATAL:", 1)[1].strip().splitlines()[0]
+        return said, any(word in said for word in ("role", "password", "pg_hba", "authentication"))
+    if "fe_sendauth: no password supplied" in text:
+        return "it asks for a password and the URL gives none", True
+    return None
+
+
 def server_address(url: URL) -> str:
     """Where a PostgreSQL URL connects: host and port, or the Unix socket file."""
     host = url.host or url.query.get("host") or os.environ.get("PGHOST") or "localhost"
@@ -81,6 +99,13 @@ _LOST = (
     "connection is closed",
     "terminating connection",
     "server closed the connection",
+    # psycopg's (libpq's) words, where asyncpg raises OSError or TimeoutError
+    "Connection refused",
+    "connection timeout expired",
+    "connection socket closed",
+    "the connection is lost",
+    "could not receive data from server",
+    "no connection to the server",
 )
 
 

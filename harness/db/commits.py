@@ -182,14 +182,14 @@ def _restore(connection: Connection, before: _Snapshot) -> list[str]:
 def _table_names(connection: Connection) -> frozenset[tuple[str | None, str]]:
     """(schema, table) of every table: the default schema's (None) and, on PostgreSQL, the others'."""
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(_POSTGRES_TABLES).all()
+        rows = connection.execute(_POSTGRES_TABLES).all()
         names = {(None if default else schema, name) for schema, name, default in rows}
     else:
         names = {(None, name) for name in connection.exec_driver_sql(_SQLITE_TABLES).scalars()}
     return frozenset(names - {(None, PROBE_TABLE)})
 
 
-_POSTGRES_TABLES = (
+_POSTGRES_TABLES = sqlalchemy.text(  # text(): escapes the % for psycopg's paramstyle
     "SELECT n.nspname, c.relname, n.nspname = current_schema() FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
     "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'"

@@ -34,6 +34,7 @@ except ImportError:  # SQLAlchemy 2.0 names it await_only
 
 from harness._where import caller
 from harness.db import loops
+from harness.db.drivers import postgres_connect_args, server_settings, terminate
 from harness.db.joining import DeferredChecks, JoinedConnection, join
 from harness.db.urls import DEFAULT_URL, TEST_PREFIX, check_test_database, database_key, refuse_redirects
 from harness.exceptions import IsolationError, UnsafeDatabaseError
@@ -146,21 +147,24 @@ def create_test_engine(
     if "host" in options.get("connect_args", {}):
         check_test_database(parsed.set(host=str(options["connect_args"]["host"])), allow_remote=allow_remote)
     if parsed.get_backend_name() == "postgresql":
-        connect_args = dict(options.pop("connect_args", {}))
-        settings = {"application_name": "harness", **connect_args.pop("server_settings", {})}
+        driver = parsed.get_driver_name()
+        connect_args = options.pop("connect_args", {})
+        settings = {"application_name": "harness", **server_settings(driver, connect_args)}
         for name, seconds in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
             if seconds is not None:
                 settings.setdefault(name, f"{int(seconds * 1000)}ms")
-        # asyncpg's own timeouts: a server that froze fails the test instead of hanging the run. The
-        # command timeout leaves the server time to cancel first, with its clearer error.
-        # Only over harness's own statement_timeout: one the caller set in server_settings may be longer.
-        client: dict[str, Any] = {"timeout": 10}
+        # The client's own timeouts: a server that froze fails the test instead of hanging the run.
+        # The command timeout leaves the server time to cancel first, with its clearer error, and
+        # is set only over harness's own statement_timeout: one the caller set may be longer.
+        command_timeout = None
         if (
             statement_timeout is not None
             and settings["statement_timeout"] == f"{int(statement_timeout * 1000)}ms"
         ):
-            client["command_timeout"] = statement_timeout + 5
-        options["connect_args"] = {**client, **connect_args, "server_settings": settings}
+            command_timeout = statement_timeout + 5
+        options["connect_args"] = postgres_connect_args(
+            driver, connect_args, connect_timeout=10, settings=settings, command_timeout=command_timeout
+        )
     engine = create_async_engine(parsed, **options)
     sync_engine = engine.sync_engine
     prepare(sync_engine)
@@ -211,6 +215,7 @@ def _check_connected_database(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("SELECT current_database()")
     name = cursor.fetchone()[0]
     cursor.close()
+    dbapi_connection.rollback()  # psycopg began a transaction for the query: a fresh connection has none
     if not name.startswith(TEST_PREFIX):
         dbapi_connection.close()
         msg = f"Refusing to use database {name!r}: the server connected harness to a database whose name does not start with {TEST_PREFIX!r}."
@@ -308,7 +313,7 @@ def explain_timeouts(context: Any) -> None:
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = False  # this connection only: the server may be fine
         with contextlib.suppress(Exception):  # no connection to abort (the error came from connecting)
-            context.connection.connection.driver_connection.terminate()
+            terminate(context.connection.connection.driver_connection)
         if CLIENT_TIMEOUT_NOTE not in getattr(error, "__notes__", ()):
             error.add_note(CLIENT_TIMEOUT_NOTE)
 

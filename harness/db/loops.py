@@ -1,6 +1,6 @@
 """Pooled connections end with the event loop that opened them.
 
-An asyncpg connection belongs to the event loop it was opened in: used from another loop it fails
+An asyncpg or psycopg connection belongs to the event loop it was opened in: used from another loop it fails
 with "attached to a different loop", and closed from another loop it logs tracebacks. Test runs
 change loops all the time (a loop per test, per class, a private loop that builds the database,
 `unittest.IsolatedAsyncioTestCase`), so harness ties the connections of its engines to their loop:
@@ -31,6 +31,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.base import OptionEngineMixin
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.util import greenlet_spawn
+
+from harness.db.drivers import terminate
 
 __all__ = ["drop", "opened_in_another_loop", "tie_to_loops"]
 
@@ -75,17 +77,17 @@ def opened_in_another_loop(dbapi_connection: Any) -> bool:
 
 
 def drop(dbapi_connection: Any) -> None:
-    """Let go of a connection of another loop without awaiting on that loop: abort its socket if
-    the loop is still open (the server ends its session), else leave it to the garbage collector."""
-    opened_in = _loop_of.pop(_driver(dbapi_connection), None)
+    """Let go of a connection of another loop without awaiting on that loop: abort its socket (the
+    server ends its session). asyncpg's abort needs its loop open; on a closed one the connection
+    is left to the garbage collector. psycopg's needs no loop."""
+    driver = _driver(dbapi_connection)
+    opened_in = _loop_of.pop(driver, None)
     loop = opened_in() if opened_in is not None else None
-    terminate = getattr(_driver(dbapi_connection), "terminate", None)
-    if loop is not None and not loop.is_closed() and terminate is not None:
-        with contextlib.suppress(Exception):
-            if loop.is_running():  # in another thread
-                loop.call_soon_threadsafe(terminate)
-            else:
-                terminate()
+    if loop is not None and loop.is_running():  # in another thread
+        with contextlib.suppress(RuntimeError):  # it closed meanwhile
+            loop.call_soon_threadsafe(terminate, driver)
+    elif (loop is not None and not loop.is_closed()) or not hasattr(driver, "terminate"):
+        terminate(driver)
 
 
 def _opened(dbapi_connection: Any, engine_ref: weakref.ref[Engine]) -> None:

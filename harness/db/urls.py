@@ -27,8 +27,13 @@ __all__ = [
 DEFAULT_URL = "sqlite+aiosqlite://"
 TEST_PREFIX = "test_"
 HARNESS_MARK = "created by harness for tests"  # PostgreSQL's database comment, SQLite's marker file
-_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
-_DRIVER_PACKAGES = {"aiosqlite": "aiosqlite", "asyncpg": "pytest-async-harness[postgres]"}
+# Each backend's async drivers, the default first.
+_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("asyncpg", "psycopg")}
+_DRIVER_PACKAGES = {
+    "aiosqlite": "aiosqlite",
+    "asyncpg": "pytest-async-harness[postgres]",
+    "psycopg": "pytest-async-harness[psycopg]",
+}
 _BACKEND_ALIASES = {"postgres": "postgresql", "pgsql": "postgresql"}
 _MEMORY_NAMES = {None, "", ":memory:"}
 _USER_PASSWORD = re.compile(r"(?P<user>://[^:/@]*:)[^/?#]*@")  # to the authority's last @
@@ -40,7 +45,8 @@ def normalize_url(url: str | URL | None) -> URL:
     """Return ``url`` as an async SQLAlchemy URL, choosing the async driver when none is named.
 
     ``sqlite://`` becomes ``sqlite+aiosqlite://`` and ``postgresql://`` (or ``postgres://``)
-    becomes ``postgresql+asyncpg://``. ``None`` means the embedded default, in-memory SQLite.
+    becomes ``postgresql+asyncpg://`` (``postgresql+psycopg://`` where only psycopg 3 is installed).
+    ``None`` means the embedded default, in-memory SQLite.
     Raises `DatabaseConfigError` for schemes and drivers harness does not support, and when the
     driver is not installed.
     """
@@ -63,23 +69,46 @@ def normalize_url(url: str | URL | None) -> URL:
         )
         raise DatabaseConfigError(msg)
     backend = _BACKEND_ALIASES.get(parsed.get_backend_name(), parsed.get_backend_name())
-    driver = parsed.get_driver_name() if "+" in parsed.drivername else _DRIVERS.get(backend)
     if backend not in _DRIVERS:
-        msg = f"Unsupported database URL scheme {parsed.drivername!r}. harness supports 'sqlite+aiosqlite' and 'postgresql+asyncpg'."
+        msg = f"Unsupported database URL scheme {parsed.drivername!r}. harness supports {_supported()}."
         raise DatabaseConfigError(msg)
-    if driver != _DRIVERS[backend]:
-        msg = f"Unsupported driver {driver!r} for {backend}: harness tests run on SQLAlchemy asyncio with {_DRIVERS[backend]!r}. Use '{backend}+{_DRIVERS[backend]}://' in the URL."
-        raise DatabaseConfigError(msg)
-    _require_driver(_DRIVERS[backend])
-    return parsed.set(drivername=f"{backend}+{_DRIVERS[backend]}")
+    if "+" in parsed.drivername:
+        driver = parsed.get_driver_name()
+        if driver == "psycopg_async":  # SQLAlchemy's own name for psycopg's async side
+            driver = "psycopg"
+        if driver not in _DRIVERS[backend]:
+            msg = (
+                f"Unsupported driver {driver!r} for {backend}: harness tests run on SQLAlchemy asyncio, "
+                f"with {_supported(backend, last='or')}. Use one of those in the URL."
+            )
+            raise DatabaseConfigError(msg)
+        _require_driver(driver)
+    else:  # the default driver, or the other one when only that one is installed
+        installed = [name for name in _DRIVERS[backend] if _installed(name)]
+        driver = installed[0] if installed else _DRIVERS[backend][0]
+        _require_driver(driver)
+    return parsed.set(drivername=f"{backend}+{driver}")
+
+
+def _supported(backend: str | None = None, *, last: str = "and") -> str:
+    names = [
+        f"'{each}+{driver}'" for each in ([backend] if backend else _DRIVERS) for driver in _DRIVERS[each]
+    ]
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _installed(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _require_driver(module: str) -> None:
-    try:
-        __import__(module)
-    except ImportError as exc:
+    if not _installed(module):
         msg = f"The {module!r} driver is not installed. Install it with: pip install '{_DRIVER_PACKAGES[module]}'"
-        raise DatabaseConfigError(msg) from exc
+        raise DatabaseConfigError(msg)
 
 
 def hide_password(text: str) -> str:

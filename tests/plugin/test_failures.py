@@ -136,6 +136,7 @@ async def test_later(db_session, n):
 """
 
 
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 @pytest.mark.parametrize("fault", ["dies", "freezes"])
 def test_a_server_that_dies_or_freezes_stops_the_run_with_one_message(
     harness_pytester: pytest.Pytester,
@@ -143,8 +144,10 @@ def test_a_server_that_dies_or_freezes_stops_the_run_with_one_message(
     tmp_path: Path,
     on_postgres: bool,
     fault: str,
+    driver: str,
 ) -> None:
-    """No hang and no wall of identical errors: the test that meets the fault fails, then the run stops."""
+    """No hang and no wall of identical errors: the test that meets the fault fails, then the run
+    stops. psycopg has no command timeout of its own: harness's stops the frozen statement."""
     if on_postgres:
         pytest.skip("starts a server of its own: runs in the SQLite session")
     try:
@@ -159,7 +162,10 @@ def test_a_server_that_dies_or_freezes_stops_the_run_with_one_message(
         monkeypatch.setenv("FAULT", fault)
         monkeypatch.setenv("FAULT_PGDATA", datadir)
         result = harness_pytester.runpytest_subprocess(
-            "-p", "no:randomly", f"--harness-database-url={url.rsplit('/', 1)[0]}/faults", timeout=120
+            "-p",
+            "no:randomly",
+            f"--harness-database-url={url.rsplit('/', 1)[0].replace('postgresql:', f'postgresql+{driver}:')}/faults",
+            timeout=120,
         )
     finally:
         if fault == "freezes":

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from harness import bind_sessions, commit_scope, create_test_engine, probe_isolation, rollback_scope
 from harness.db import check_test_database, normalize_url
+from harness.db.drivers import postgres_connect_args, server_settings
 from harness.exceptions import (
     ConcurrentSessionError,
     DatabaseConfigError,
@@ -72,7 +73,8 @@ def test_unknown_scheme_is_refused_with_the_supported_ones() -> None:
     with pytest.raises(DatabaseConfigError) as excinfo:
         normalize_url("mysql://u@127.0.0.1/test_app")
     assert excinfo.value.args == (
-        "Unsupported database URL scheme 'mysql'. harness supports 'sqlite+aiosqlite' and 'postgresql+asyncpg'.",
+        "Unsupported database URL scheme 'mysql'. harness supports 'sqlite+aiosqlite', 'postgresql+asyncpg' "
+        "and 'postgresql+psycopg'.",
     )
 
 
@@ -81,8 +83,8 @@ def test_sync_driver_is_refused_with_the_async_one() -> None:
     with pytest.raises(DatabaseConfigError) as excinfo:
         normalize_url("postgresql+psycopg2://u@127.0.0.1/test_app")
     assert excinfo.value.args == (
-        "Unsupported driver 'psycopg2' for postgresql: harness tests run on SQLAlchemy asyncio with 'asyncpg'. "
-        "Use 'postgresql+asyncpg://' in the URL.",
+        "Unsupported driver 'psycopg2' for postgresql: harness tests run on SQLAlchemy asyncio, with "
+        "'postgresql+asyncpg' or 'postgresql+psycopg'. Use one of those in the URL.",
     )
 
 
@@ -96,13 +98,30 @@ def test_text_that_is_not_a_url_is_refused() -> None:
 
 
 def test_missing_driver_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without asyncpg installed, the error names the extra that brings it."""
+    """Without a PostgreSQL driver installed, the error names the extra that brings the default;
+    a URL that names psycopg names psycopg's."""
     monkeypatch.setitem(sys.modules, "asyncpg", None)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(DatabaseConfigError) as excinfo:
         normalize_url("postgresql://u@127.0.0.1/test_app")
     assert excinfo.value.args == (
         "The 'asyncpg' driver is not installed. Install it with: pip install 'pytest-async-harness[postgres]'",
     )
+    with pytest.raises(DatabaseConfigError) as excinfo:
+        normalize_url("postgresql+psycopg://u@127.0.0.1/test_app")
+    assert excinfo.value.args == (
+        "The 'psycopg' driver is not installed. Install it with: pip install 'pytest-async-harness[psycopg]'",
+    )
+
+
+def test_postgresql_urls_get_asyncpg_or_the_psycopg_they_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL without a driver gets asyncpg, or psycopg 3 where only psycopg is installed; SQLAlchemy's
+    own name for psycopg's async side is the same driver."""
+    assert normalize_url("postgres://u@127.0.0.1/test_app").drivername == "postgresql+asyncpg"
+    assert normalize_url("postgresql+psycopg://u@127.0.0.1/test_app").drivername == "postgresql+psycopg"
+    assert normalize_url("postgresql+psycopg_async://u@127.0.0.1/test_app").drivername == "postgresql+psycopg"
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    assert normalize_url("postgresql://u@127.0.0.1/test_app").drivername == "postgresql+psycopg"
 
 
 def test_database_not_named_for_tests_is_refused() -> None:
@@ -809,6 +828,49 @@ async def test_lock_wait_fails_fast_with_an_explanation(db_engine: AsyncEngine, 
         assert any("waited longer than lock_timeout" in note for note in excinfo.value.__notes__)
     finally:
         await other.dispose()
+
+
+async def test_the_callers_server_settings_win_in_either_drivers_spelling(
+    db_engine: AsyncEngine, on_postgres: bool
+) -> None:
+    """Settings given in connect_args (asyncpg's server_settings, psycopg's options) are kept beside
+    harness's, and win over them; a value with a space survives psycopg's options string."""
+    if not on_postgres:
+        pytest.skip("server settings are PostgreSQL's")
+    settings = {"statement_timeout": "123s", "application_name": "my app"}
+    if db_engine.url.get_driver_name() == "psycopg":
+        spelled: dict[str, Any] = {"options": "-c statement_timeout=123s", "application_name": "my app"}
+    else:
+        spelled = {"server_settings": settings}
+    engine = create_test_engine(db_engine.url, connect_args=spelled)
+    try:
+        async with engine.connect() as connection:
+            shown = [
+                await connection.scalar(text(f"SHOW {name}"))
+                for name in ("statement_timeout", "application_name", "lock_timeout")
+            ]
+        assert shown == ["123s", "my app", "5s"]
+    finally:
+        await engine.dispose()
+
+
+def test_connect_args_are_written_in_each_drivers_spelling() -> None:
+    """One set of settings, two spellings; the caller's timeouts win, and only harness's own
+    statement_timeout gets a client-side command timeout."""
+    settings = {"application_name": "harness", "statement_timeout": "60000ms", "search_path": "a b"}
+    assert postgres_connect_args(
+        "asyncpg", {"timeout": 3}, connect_timeout=10, settings=settings, command_timeout=65
+    ) == {
+        "timeout": 3,
+        "command_timeout": 65,
+        "server_settings": settings,
+    }
+    psycopg = postgres_connect_args("psycopg", {"options": "-c x=1"}, connect_timeout=10.4, settings=settings)
+    assert psycopg == {
+        "connect_timeout": 10,
+        "options": r"-c application_name=harness -c statement_timeout=60000ms -c search_path=a\ b",
+    }
+    assert server_settings("psycopg", psycopg) == settings
 
 
 # -- commit_scope: real commits, then the added rows deleted ---------------------------------------

@@ -63,6 +63,7 @@ from harness.exceptions import ClockError, HarnessError, NetworkBlockedError, Sc
 from harness.factories import ModelFactory, reseed_on_first_use
 from harness.network import NetworkGuard, block_network
 from harness.postgres import ThrowawayPostgres
+from harness.settings import SETTINGS, add_settings, export, setting, setting_source
 from harness.summary import CATEGORIES, RunSummary, record_categories
 
 F = TypeVar("F", bound=type[ModelFactory[Any]])
@@ -103,99 +104,7 @@ asyncio_default_test_loop_scope = "session" in your pytest configuration ("class
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("harness", "harness: async integration tests")
-    group.addoption(
-        "--harness-database-url",
-        help="Server (PostgreSQL) or file (SQLite) URL the test database is derived from. "
-        "Default: $HARNESS_DATABASE_URL, then the harness_database_url ini key, then a SQLite file per worker.",
-    )
-    group.addoption(
-        "--harness-start-postgres",
-        action="store_true",
-        help="Start a throwaway PostgreSQL server for the run (harness.postgres: initdb on 127.0.0.1, "
-        "deleted at the end) and derive the test database from it. Also $HARNESS_START_POSTGRES=1 or "
-        "the harness_start_postgres ini key.",
-    )
-    group.addoption(
-        "--harness-reuse-db",
-        action="store_true",
-        help="Keep the template after the run, and reuse the built schema next time if it is unchanged "
-        "(each run still starts from a fresh copy of it).",
-    )
-    group.addoption(
-        "--harness-create-db",
-        action="store_true",
-        help="Rebuild the schema even when --harness-reuse-db would reuse it.",
-    )
-    group.addoption(
-        "--harness-seed",
-        type=int,
-        help="Seed of factory-boy and Faker randomness; each test is reseeded from it and its node id, so a "
-        "failure replays with the same random values. Default: a new seed per run, shown in the header.",
-    )
-    group.addoption(
-        "--harness-summary",
-        metavar="PATH",
-        help="Write a JSON summary of the run to PATH: outcomes, tests per @pytest.mark.category, regressions.",
-    )
-    group.addoption(
-        "--harness-summary-compare",
-        metavar="PREVIOUS",
-        help="A summary of an earlier run: tests that passed there and fail now are reported as regressions.",
-    )
-    parser.addini(
-        "harness_database_url",
-        "Server or file URL of the test database, when neither the option nor the environment gives one.",
-    )
-    parser.addini(
-        "harness_start_postgres",
-        "Start a throwaway PostgreSQL server for each run (see --harness-start-postgres).",
-        type="bool",
-        default=False,
-    )
-    parser.addini(
-        "harness_categories",
-        "Test categories for @pytest.mark.category, in addition to the built-in ones.",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
-        "harness_database_name", "Test database name (test_ is prepended). Default: from the URL or rootdir."
-    )
-    parser.addini(
-        "harness_allow_remote_database",
-        "Allow a database server that is not on a loopback address.",
-        type="bool",
-        default=False,
-    )
-    parser.addini(
-        "harness_clock_backend", "Backend of the clock fixture: freezegun (default) or time-machine."
-    )
-    parser.addini(
-        "harness_block_network",
-        "Refuse connections to hosts other than loopback while tests run (default: true).",
-        type="bool",
-        default=True,
-    )
-    parser.addini(
-        "harness_engines",
-        "The app's AsyncEngines to adopt, as module:attribute paths (app.db:engine): they work on the test "
-        "database and join each test's transaction.",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
-        "harness_block_databases",
-        "Refuse connections to databases harness did not create while tests run (default: true).",
-        type="bool",
-        default=True,
-    )
-    parser.addini(
-        "harness_app_lifespan",
-        "How app_client runs the app's lifespan: shared (once per event loop of async fixtures, for the tests "
-        "that share it; default), test (a start-up and shut-down per test), off.",
-        default="shared",
-    )
+    add_settings(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -234,7 +143,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "app_client(**options): options of the test's app client, as harness.app_client() takes them "
         "(lifespan=False, base_url=..., headers=...).",
     )
-    lifespan = config.getini("harness_app_lifespan")
+    for each in SETTINGS:  # a flag or number the environment cannot mean stops the run now, not mid-way
+        setting(config, each.name)
+    lifespan = setting(config, "harness_app_lifespan")
     if lifespan not in ("shared", "test", "off"):
         msg = f"{lifespan!r} is not a valid harness_app_lifespan. Valid values: shared, test, off."
         raise pytest.UsageError(msg)
@@ -244,19 +155,21 @@ def pytest_configure(config: pytest.Config) -> None:
         + ", ".join(CATEGORIES)
         + ", or one added with the harness_categories ini key.",
     )
+    for name in ("harness_timing_slack", "harness_timing_undecided"):
+        export(config, name)
     _start_postgres(config)
     with contextlib.suppress(HarnessError):  # a bad URL is reported when the database is built
         # The driver is imported now, before any clock freezes: asyncpg imported under freezegun
         # fails on its fake datetime class.
         normalize_url(_database_url(config)[0])
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
-    if (path := config.getoption("harness_summary")) and not workerinput:  # xdist: the controller writes it
-        summary = RunSummary(path, config.getoption("harness_summary_compare"))
+    if (path := setting(config, "harness_summary")) and not workerinput:  # xdist: the controller writes it
+        summary = RunSummary(path, setting(config, "harness_summary_compare"))
         config.pluginmanager.register(summary, "harness-summary")
-    elif config.getoption("harness_summary_compare") and not path:
+    elif setting(config, "harness_summary_compare") and not path:
         msg = "--harness-summary-compare needs --harness-summary=PATH: the summary it compares is this run's."
         raise pytest.UsageError(msg)
-    seed = config.getoption("harness_seed")
+    seed = setting(config, "harness_seed")
     if seed is None:
         seed = workerinput.get("harness_seed", secrets.randbits(32))
     config.stash[_SEED] = seed
@@ -281,7 +194,7 @@ class _XdistController:
             self.config.stash.setdefault(_TEMPLATES_USED, set()).add((used[0], used[1]))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.config.getoption("--harness-reuse-db"):
+        if setting(self.config, "harness_reuse_db"):
             return
         for url, name in self.config.stash.get(_TEMPLATES_USED, set()):
             with contextlib.suppress(HarnessError):  # a worker reported what went wrong with the database
@@ -303,20 +216,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def _database_url(config: pytest.Config) -> tuple[str | None, str]:
-    """The URL test databases are derived from, and where it came from.
-
-    The first that is set wins: the --harness-database-url option, $HARNESS_DATABASE_URL, the
-    harness_database_url ini key. None: an embedded SQLite file per worker.
-    """
+    """The URL test databases are derived from, and where it came from (the harness_database_url
+    setting). None: an embedded SQLite file per worker."""
     if url := config.stash.get(_STARTED_URL, None):
-        return url, "a throwaway server harness started (--harness-start-postgres)"
-    if url := config.getoption("harness_database_url"):
-        return str(url), "URL from --harness-database-url"
-    if url := os.environ.get("HARNESS_DATABASE_URL"):
-        return url, "URL from $HARNESS_DATABASE_URL"
-    if url := config.getini("harness_database_url"):
-        ini = config.inipath.name if config.inipath else "the ini file"
-        return str(url), f"URL from harness_database_url in {ini}"
+        return url, f"a throwaway server harness started ({setting_source(config, 'harness_start_postgres')})"
+    if url := setting(config, "harness_database_url"):
+        return str(url), f"URL from {setting_source(config, 'harness_database_url')}"
     return None, (
         "embedded SQLite: no URL given (--harness-database-url, $HARNESS_DATABASE_URL or the "
         "harness_database_url ini key)"
@@ -325,12 +230,7 @@ def _database_url(config: pytest.Config) -> tuple[str | None, str]:
 
 def _start_postgres(config: pytest.Config) -> None:
     """--harness-start-postgres: a server for the run, started by the controller; workers read its URL."""
-    wanted = (
-        config.getoption("harness_start_postgres")
-        or os.environ.get("HARNESS_START_POSTGRES", "").lower() in ("1", "true", "yes")
-        or config.getini("harness_start_postgres")
-    )
-    if not wanted or hasattr(config, "workerinput"):
+    if not setting(config, "harness_start_postgres") or hasattr(config, "workerinput"):
         return
     url, source = _database_url(config)
     if url:
@@ -553,7 +453,7 @@ def _nothing_runs(item: pytest.Item) -> bool:
 
 def _database_guard(item: pytest.Item) -> DatabaseGuard | None:
     marker = item.get_closest_marker("allow_database")
-    if not item.config.getini("harness_block_databases") or (marker is not None and not marker.args):
+    if not setting(item.config, "harness_block_databases") or (marker is not None and not marker.args):
         return None
     return block_databases(allow=[str(database) for database in marker.args] if marker else [])
 
@@ -567,7 +467,7 @@ def _host_of(url: str) -> str | None:
 
 def _network_guard(item: pytest.Item) -> NetworkGuard | None:
     marker = item.get_closest_marker("allow_network")
-    if not item.config.getini("harness_block_network") or (marker is not None and not marker.args):
+    if not setting(item.config, "harness_block_network") or (marker is not None and not marker.args):
         return None
     allowed = [str(host) for host in marker.args] if marker else []
     url, _ = _database_url(item.config)
@@ -761,7 +661,7 @@ def harness_database(
             schema=harness_schema,
             seed=harness_seed,
             worker=worker,
-            recreate=bool(pytestconfig.getoption("--harness-create-db")),
+            recreate=bool(setting(pytestconfig, "harness_create_db")),
             engine_options=harness_engine_options,
         )
         database.create_sync()
@@ -784,7 +684,7 @@ def harness_database(
 @pytest.fixture(scope="session")
 def harness_engines(pytestconfig: pytest.Config) -> list[AsyncEngine | str]:
     """The app's engines to adopt (AsyncEngines or module:attribute paths): the harness_engines ini key's."""
-    return list(pytestconfig.getini("harness_engines"))
+    return list(setting(pytestconfig, "harness_engines"))
 
 
 @pytest.fixture(scope="session")
@@ -848,7 +748,7 @@ def clock(request: pytest.FixtureRequest) -> Iterator[Clock]:
     """Time frozen for the test: at the `clock` marker's time, else at the real time the test starts."""
     marker = request.node.get_closest_marker("clock")
     args, kwargs = (marker.args, dict(marker.kwargs)) if marker else ((), {})
-    kwargs.setdefault("backend", request.config.getini("harness_clock_backend") or None)
+    kwargs.setdefault("backend", setting(request.config, "harness_clock_backend") or None)
     try:
         frozen = freeze_time(*args, **kwargs)
     except TypeError as error:
@@ -933,7 +833,7 @@ async def app_client_fixture(
         headers = httpx.Headers(harness_app_client_options["headers"])
         headers.update(marked["headers"])  # names match whatever their case: the marker's win
         options["headers"] = headers
-    mode = request.config.getini("harness_app_lifespan")
+    mode = setting(request.config, "harness_app_lifespan")
     if "lifespan" not in options and mode == "off":
         options["lifespan"] = False
     elif "lifespan" not in options and mode == "shared" and _fixture_loop_scope(request.config) != "function":
@@ -963,18 +863,18 @@ def _run_database(config: pytest.Config, url: str | None, **options: Any) -> Tes
     return TestDatabase(
         url,
         run_id=config.stash[_RUN_ID],
-        reuse=bool(config.getoption("--harness-reuse-db")),
+        reuse=bool(setting(config, "harness_reuse_db")),
         allow_remote=_remote_allowed(config),
         **options,
     )
 
 
 def _database_name(config: pytest.Config, url: str | None) -> str | None:
-    return str(config.getini("harness_database_name") or "") or _default_name(config, url)
+    return str(setting(config, "harness_database_name") or "") or _default_name(config, url)
 
 
 def _remote_allowed(config: pytest.Config) -> bool:
-    return bool(config.getini("harness_allow_remote_database"))
+    return bool(setting(config, "harness_allow_remote_database"))
 
 
 def _default_name(config: pytest.Config, url: str | None) -> str | None:

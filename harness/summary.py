@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness._realtime import RealClock
+from harness.settings import setting
 
 __all__ = ["CATEGORIES", "RunSummary", "categories_of", "record_categories"]
 
@@ -44,7 +45,7 @@ def _normalize(name: str) -> str:
 
 def known_categories(config: pytest.Config) -> list[str]:
     """The built-in categories and the ones the ``harness_categories`` ini key adds."""
-    extra = [_normalize(name) for name in config.getini("harness_categories")]
+    extra = [_normalize(name) for name in setting(config, "harness_categories")]
     return [*CATEGORIES, *(name for name in extra if name not in CATEGORIES)]
 
 

@@ -106,7 +106,7 @@ def test_options_are_listed_in_help(harness_pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "harness: async integration tests:",
-            "  --harness-database-url=HARNESS_DATABASE_URL",
+            "  --harness-database-url=URL",
             "*--harness-reuse-db*",
             "*--harness-create-db*",
         ]

@@ -162,6 +162,7 @@ def bench(session: nox.Session) -> None:
             "bench_factories.py",
             "bench_app.py",
             "bench_timing.py",
+            "bench_pytest.py",
         ):
             session.run(
                 "python", os.path.join("bench", script), "--postgres-url", database_url(url), *session.posargs

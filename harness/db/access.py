@@ -201,7 +201,12 @@ def _check(dialect: Dialect, fallback_url: Any) -> None:
 def _explain_lock_waits(context: Any) -> None:
     # A lock wait on a connection harness does not own (an allowed engine): the same note as its own.
     code = getattr(context.original_exception, "sqlstate", None)
-    if code == "55P03" and context.sqlalchemy_exception is not None and not is_trusted(context.dialect):
+    if (
+        code == "55P03"
+        and _guards.active
+        and context.sqlalchemy_exception is not None
+        and not is_trusted(context.dialect)
+    ):
         context.sqlalchemy_exception.add_note(TIMEOUT_NOTES[code])
 
 
@@ -237,15 +242,12 @@ def _matches(entry: str, url: URL) -> bool:
 
 
 def _install() -> None:
-    event.listen(Engine, "do_connect", _check_connect)
-    event.listen(Pool, "checkout", _check_checkout)
-    event.listen(Engine, "handle_error", _explain_lock_waits)
+    # Once per process, and inert while no guard is on: listening on the Engine and Pool classes
+    # walks every subclass and live engine, a cost the plugin's guard would pay twice per test.
+    if not event.contains(Pool, "checkout", _check_checkout):
+        event.listen(Engine, "do_connect", _check_connect)
+        event.listen(Pool, "checkout", _check_checkout)
+        event.listen(Engine, "handle_error", _explain_lock_waits)
 
 
-def _uninstall() -> None:
-    event.remove(Engine, "do_connect", _check_connect)
-    event.remove(Pool, "checkout", _check_checkout)
-    event.remove(Engine, "handle_error", _explain_lock_waits)
-
-
-_guards: GuardStack[DatabaseGuard] = GuardStack(_install, _uninstall)
+_guards: GuardStack[DatabaseGuard] = GuardStack(_install, lambda: None)

@@ -15,7 +15,8 @@ from harness.db.engines import trust
 from harness.db.urls import TEST_PREFIX, check_test_database
 from harness.exceptions import DatabaseUnavailableError
 
-__all__ = ["AdminConnection", "lost_connection", "server_address", "server_message"]
+# lost_connection is for users (see the API page); the rest is harness's own plumbing.
+__all__ = ["lost_connection"]
 
 CONNECT_TIMEOUT = 10  # seconds
 
@@ -128,5 +129,6 @@ def lost_connection(error: BaseException) -> bool:
 
 
 def server_message(exc: BaseException) -> str:
+    """The first line of what the server (or driver) said in ``exc``, without the driver's prefix."""
     orig = getattr(exc, "orig", exc)
     return str(orig).splitlines()[0].split(": ", 1)[-1] if str(orig) else type(orig).__name__

@@ -120,8 +120,8 @@ class TestDatabase:
         self.run_id = run_id or os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
         base = name or Path(str(self.server_url.database or "harness")).stem or "harness"
         base = base if base.startswith(TEST_PREFIX) else TEST_PREFIX + base
-        self.run_tag = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
-        self.name = f"{base}_{self.run_tag}" + (f"_{worker}" if worker else "")
+        run_tag = hashlib.sha256(self.run_id.encode()).hexdigest()[:6]
+        self.name = f"{base}_{run_tag}" + (f"_{worker}" if worker else "")
         self.template_name = f"{base}_template"
         self._lease: ServerLease | FileLease | None = None
         if self.is_postgres and not _NAME.match(self.name):

@@ -78,9 +78,9 @@ def test_names_derive_from_the_url_with_the_run_and_worker_appended(server_url: 
 
 def test_default_is_a_sqlite_file_in_the_temporary_directory() -> None:
     """With no URL, the embedded default is a SQLite file per worker."""
-    database = TestDatabase(name="demo", worker="gw0")
+    database = TestDatabase(name="demo", worker="gw0", run_id="run-1")
     assert database.url.get_backend_name() == "sqlite"
-    assert Path(str(database.url.database)).name == f"test_demo_{database.run_tag}_gw0.sqlite3"
+    assert Path(str(database.url.database)).name == "test_demo_4e65d3_gw0.sqlite3"  # sha256("run-1")[:6]
 
 
 def test_postgres_names_must_be_plain_identifiers() -> None:
@@ -580,6 +580,45 @@ async def test_only_databases_no_live_run_holds_are_left_behind_and_dropped(
     await live.drop()
     if not postgres:
         assert (tmp_path / "test_leases_mine.sqlite3").read_bytes() == b"precious"
+
+
+async def test_the_clean_up_skips_what_may_still_be_used_and_says_why(server_url: str) -> None:
+    """A left database with a connection open to it (maybe a live run whose lease connection broke)
+    and a template a run is building or cloning are skipped, with the reason, never forced."""
+    killed = TestDatabase(server_url, schema=Base.metadata, name="skips", run_id="killed")
+    await killed.create()
+    if not killed.is_postgres:
+        await killed.drop()
+        pytest.skip("connections and advisory locks are PostgreSQL's; SQLite's file locks are tested above")
+    killed._end_lease()
+    try:
+        async with killed.engine.connect():  # type: ignore[union-attr]  # someone still connected
+            found = {each.name: each.state for each in await left_behind(server_url, drop=True)}
+        assert found[killed.name] == "skipped: 1 connection(s) open to it"
+        await killed.engine.dispose()  # type: ignore[union-attr]  # its pooled connection closes
+        async with admin_module.AdminConnection(killed.server_url, False) as admin:
+            await admin.execute(
+                text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": killed.template_name}
+            )
+            found = {
+                each.name: each.state for each in await left_behind(server_url, drop=True, templates=True)
+            }
+        assert found[killed.template_name] == "skipped: a run is building or cloning it"
+        assert found[killed.name] == "dropped"  # no connection open any more
+    finally:
+        await killed.drop()  # and the template
+
+
+def test_the_clean_up_command_says_when_there_is_nothing_and_fails_on_a_bad_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty folder says so (status 0); a server harness refuses to touch is an error (status 2)."""
+    assert harness_db_main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "harness.db: no test databases of harness's here\n"
+    assert harness_db_main(["postgresql://u:secret@db.example.com/app"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("harness.db: Refusing to use database server 'db.example.com'")
+    assert "secret" not in said
 
 
 async def test_two_databases_with_one_name_and_run_are_refused_not_shared(server_url: str) -> None:

@@ -14,7 +14,6 @@ Every engine harness makes gets, on its dialect (shared with the engines that
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import weakref
@@ -242,15 +241,6 @@ def _fix_sqlite_transactions(engine: Engine) -> None:
             rollback(connection)
 
     engine.dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
-
-    @event.listens_for(engine, "checkin")
-    def _checkin(dbapi_connection: Any, _record: Any) -> None:
-        # SQLite connections outlive a test's event loop (pytest-asyncio's per-test loops), and
-        # SQLAlchemy's adapter guards each with an asyncio.Lock that binds itself to the loop of the
-        # first task that had to wait for it (sessions overlapping, say): the next loop's waiter
-        # would fail with "bound to a different event loop". A fresh lock per check-in unbinds it.
-        if dbapi_connection is not None and hasattr(dbapi_connection, "_execute_mutex"):
-            dbapi_connection._execute_mutex = asyncio.Lock()
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:

@@ -1,6 +1,6 @@
 """Pooled connections end with the event loop that opened them.
 
-An asyncpg or psycopg connection belongs to the event loop it was opened in: used from another loop it fails
+An asyncpg connection belongs to the event loop it was opened in: used from another loop it fails
 with "attached to a different loop", and closed from another loop it logs tracebacks. Test runs
 change loops all the time (a loop per test, per class, a private loop that builds the database,
 `unittest.IsolatedAsyncioTestCase`), so harness ties the connections of its engines to their loop:
@@ -14,7 +14,8 @@ change loops all the time (a loop per test, per class, a private loop that build
   ``shutdown_asyncgens()`` leaves its connections to the garbage collector, which warns
   (``ResourceWarning``): close loops with ``asyncio.run()`` or ``asyncio.Runner``.
 
-SQLite's aiosqlite connections run in threads of their own and move between loops freely.
+SQLite's aiosqlite connections (which run in threads of their own) and psycopg's (which ask for
+the running loop at each wait) move between loops freely, and stay pooled.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ _at_loop_end: WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, AsyncGenera
 def tie_to_loops(engine: Engine) -> None:
     """Dispose of ``engine``'s pool when a loop it connected in shuts down; never hand out a
     connection of another loop. `prepare` calls it once per dialect: the engines that share a pool
-    (``execution_options()``, adopted app engines) share its listeners. Nothing to do for
-    aiosqlite, whose connections are not bound to a loop."""
-    if engine.dialect.driver == "aiosqlite":
-        return
+    (``execution_options()``, adopted app engines) share its listeners. aiosqlite's and psycopg's
+    connections are not bound to a loop (they ask for the running one at each wait): they stay
+    pooled from loop to loop, and only their asyncio locks are renewed (`_unbind_locks`)."""
     while isinstance(engine, OptionEngineMixin):  # the engine that owns the pool
         engine = engine._proxied
+    if engine.dialect.driver in ("aiosqlite", "psycopg"):
+        event.listen(engine.pool, "checkin", _unbind_locks)
+        return
     engine_ref = weakref.ref(engine)
 
     def opened(dbapi_connection: Any, _record: Any) -> None:
@@ -77,17 +80,17 @@ def opened_in_another_loop(dbapi_connection: Any) -> bool:
 
 
 def drop(dbapi_connection: Any) -> None:
-    """Let go of a connection of another loop without awaiting on that loop: abort its socket (the
-    server ends its session). asyncpg's abort needs its loop open; on a closed one the connection
-    is left to the garbage collector. psycopg's needs no loop."""
+    """Let go of a connection of another loop without awaiting on that loop: abort its socket if
+    the loop is still open (the server ends its session), else leave it to the garbage collector."""
     driver = _driver(dbapi_connection)
     opened_in = _loop_of.pop(driver, None)
     loop = opened_in() if opened_in is not None else None
-    if loop is not None and loop.is_running():  # in another thread
+    if loop is not None and not loop.is_closed():
         with contextlib.suppress(RuntimeError):  # it closed meanwhile
-            loop.call_soon_threadsafe(terminate, driver)
-    elif (loop is not None and not loop.is_closed()) or not hasattr(driver, "terminate"):
-        terminate(driver)
+            if loop.is_running():  # in another thread
+                loop.call_soon_threadsafe(terminate, driver)
+            else:
+                terminate(driver)
 
 
 def _opened(dbapi_connection: Any, engine_ref: weakref.ref[Engine]) -> None:
@@ -105,6 +108,20 @@ def _opened(dbapi_connection: Any, engine_ref: weakref.ref[Engine]) -> None:
     # Iterating it once registers it with the loop, which closes it in shutdown_asyncgens().
     with contextlib.suppress(StopIteration):
         closer.__anext__().send(None)
+
+
+def _unbind_locks(dbapi_connection: Any, _record: Any) -> None:
+    # An asyncio.Lock binds itself to the loop of the first task that had to wait for it (sessions
+    # overlapping, say): in the next loop, a waiter would fail with "bound to a different event
+    # loop". SQLAlchemy's adapter guards each connection with one, and psycopg too; fresh locks
+    # at check-in, when nobody holds them, unbind them.
+    if dbapi_connection is None:
+        return
+    if hasattr(dbapi_connection, "_execute_mutex"):
+        dbapi_connection._execute_mutex = asyncio.Lock()
+    driver = _driver(dbapi_connection)
+    if isinstance(getattr(driver, "lock", None), asyncio.Lock):  # psycopg's
+        driver.lock = asyncio.Lock()
 
 
 def _driver(dbapi_connection: Any) -> Any:

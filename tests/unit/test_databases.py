@@ -361,12 +361,40 @@ def test_sync_create_and_drop_work_inside_and_outside_a_running_loop(server_url:
     asyncio.run(inside_a_loop())
 
 
+def test_a_pooled_psycopg_connection_serves_loop_after_loop(server_url: str) -> None:
+    """psycopg's connections are not bound to a loop: one is pooled from loop to loop, even after
+    tasks of a loop waited for its locks (SQLAlchemy's and psycopg's), which bind to that loop."""
+    database = TestDatabase(server_url, schema=Base.metadata, name="psycopg_loops")
+    if database.url.get_driver_name() != "psycopg":
+        pytest.skip("asyncpg's connections end with their loop (the test above)")
+    engine = database.create_sync()
+
+    async def contend() -> object:
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            locks = [raw.driver_connection.lock, getattr(raw.dbapi_connection, "_execute_mutex", None)]
+
+            async def hold(lock: asyncio.Lock) -> None:
+                async with lock:
+                    await asyncio.sleep(0.01)
+
+            await asyncio.gather(*(hold(lock) for lock in locks if lock is not None for _ in range(2)))
+            assert await connection.scalar(text("SELECT 1")) == 1
+            return raw.driver_connection
+
+    try:
+        assert asyncio.run(contend()) is asyncio.run(contend())  # one connection, two loops
+    finally:
+        database.drop_sync()
+
+
 def test_one_engine_serves_loop_after_loop_and_drops_without_a_logged_error(
     server_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """asyncpg connections belong to the loop that opened them: a pooled one handed to the next loop
     failed with "attached to a different loop", and drop() from a third logged tracebacks. Pools
-    now close with their loop; a loop closed by hand without shutting down is survived too."""
+    now close with their loop; a loop closed by hand without shutting down is survived too.
+    psycopg's connections are not bound to a loop, and stay pooled."""
     database = TestDatabase(server_url, schema=Base.metadata, name="many_loops")
     engine = database.create_sync()
 
@@ -399,7 +427,9 @@ def test_one_engine_serves_loop_after_loop_and_drops_without_a_logged_error(
         # Ended loops are not kept alive (a SQLite pool's queue may still name the latest one).
         assert [loop() for loop in loops[:2]] == [None, None]
         if database.is_postgres:
-            assert asyncio.run(sessions_on_the_server()) == 0  # each loop closed its connections
+            # asyncpg's: each loop closed its connections; psycopg's: one, pooled from loop to loop
+            pooled = 1 if database.url.get_driver_name() == "psycopg" else 0
+            assert asyncio.run(sessions_on_the_server()) == pooled
         with warnings.catch_warnings():  # the hand-closed loop's socket is left to the collector
             warnings.simplefilter("ignore", ResourceWarning)
             loop = asyncio.new_event_loop()

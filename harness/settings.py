@@ -36,10 +36,12 @@ class Setting:
 
     @property
     def option(self) -> str:
+        """The command-line option: ``--harness-x``."""
         return "--" + self.name.replace("_", "-")
 
     @property
     def variable(self) -> str:
+        """The environment variable: ``HARNESS_X``."""
         return self.name.upper()
 
     def parse(self, raw: str, where: str) -> Any:
@@ -230,7 +232,7 @@ def export(config: pytest.Config, name: str) -> None:
 
 def _resolve(config: pytest.Config, each: Setting) -> tuple[Any, str | None]:
     if (value := config.getoption(each.name, None)) is not None:
-        return value, each.option
+        return value, each.option if value is not False else "--no-" + each.option[2:]
     if raw := os.environ.get(each.variable, ""):
         where = f"${each.variable}"
         return each.parse(raw, where), where

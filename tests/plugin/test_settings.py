@@ -57,7 +57,7 @@ def test_every_setting_takes_the_option_then_the_environment_then_the_ini_key(
     config = pytester.parseconfig("-c", str(ini), *options)
     for each in SETTINGS:
         assert setting(config, each.name) == _values(each, 2)[0], each.name
-        assert setting_source(config, each.name) == each.option
+        assert setting_source(config, each.name) == _values(each, 2)[1][0].split("=")[0]  # --no-x too
 
 
 def test_a_flag_or_number_the_environment_cannot_mean_is_refused(
@@ -75,6 +75,18 @@ def test_a_flag_or_number_the_environment_cannot_mean_is_refused(
     with pytest.raises(pytest.UsageError) as excinfo:
         setting(config, "harness_seed")
     assert str(excinfo.value) == "$HARNESS_SEED is '12a': it takes a whole number."
+
+
+def test_an_ini_number_that_is_not_one_names_the_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HARNESS_SEED", raising=False)
+    ini = pytester.path / "settings.ini"
+    ini.write_text("[pytest]\nharness_seed = 12a\n")
+    config = pytester.parseconfig("-c", str(ini))
+    with pytest.raises(pytest.UsageError) as excinfo:
+        setting(config, "harness_seed")
+    assert str(excinfo.value) == "harness_seed in settings.ini is '12a': it takes a whole number."
 
 
 def test_a_bad_environment_value_stops_the_run_before_any_test(

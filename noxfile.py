@@ -59,10 +59,15 @@ def database_url(server_url: str, driver: str = "asyncpg") -> str:
     return server.rsplit("/", 1)[0] + "/harness"
 
 
+# The plugin tests' inner runs take 1 to 30 s each and come last: with xdist's default schedule one
+# worker was left with the tail while the other idled (256 s a run on SQLite; 180 s with worksteal).
+XDIST = ["-n", "2", "-p", "xdist", "--dist", "worksteal"]
+
+
 def run_suite(session: nox.Session, backend: str, *url_args: str) -> None:
     # The library and plugin tests run in two xdist workers (per-worker databases); the example
     # suite and the documentation's examples are projects of their own, run as a user would.
-    session.run("pytest", "-n", "2", "-p", "xdist", *url_args, *session.posargs)
+    session.run("pytest", *XDIST, *url_args, *session.posargs)
     # The example under xdist, as users run it (`nox -s example` runs it in one process).
     summary = f"--harness-summary=.reports/example-{backend}.json"
     session.run("pytest", "tests/example", "-n", "2", "-p", "xdist", summary, *url_args)
@@ -102,14 +107,14 @@ def lowest_versions(session: nox.Session, backend: str) -> None:
     with open(constraints, "w") as out:
         out.writelines(f"{line}\n" for line in frozen.splitlines() if "==" in line)
     session.install("-c", constraints, *nox.project.dependency_groups(PYPROJECT, "test"))
-    tests = ["tests/unit", "tests/plugin", "-n", "2", "-p", "xdist", *session.posargs]
+    tests = ["tests/unit", "tests/plugin", *XDIST, *session.posargs]
     if backend == "sqlite":
         session.run("pytest", *tests)
         return
     with postgres_server(session) as url:
         session.run("pytest", *tests, f"--harness-database-url={database_url(url)}")
         # psycopg's floor: the database tests, which cover what differs between the drivers.
-        database_tests = ["tests/unit/test_db.py", "tests/unit/test_databases.py", "-n", "2", "-p", "xdist"]
+        database_tests = ["tests/unit/test_db.py", "tests/unit/test_databases.py", *XDIST]
         session.run("pytest", *database_tests, f"--harness-database-url={database_url(url, 'psycopg')}")
 
 

@@ -8,6 +8,7 @@ as the reference machine (messages otherwise carry this machine's factor).
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 import warnings
@@ -202,16 +203,21 @@ def test_a_budget_with_room_passes_after_seven_samples() -> None:
 
 @pytest.mark.usefixtures("reference_machine")
 async def test_a_broken_budget_fails_once_ten_samples_agree() -> None:
-    """Over budget: the reference workload is timed next to each further sample; 10 of 10 over decides."""
+    """Over budget: the reference workload is timed next to each further sample; 10 of 10 over decides.
+    Under load a sample may come out within (its reference run was the one slowed), and it takes more."""
     with pytest.raises(AssertionError) as raised:
         await assert_runs_within(lambda: asyncio.sleep(0.005), 0.001)
     lines = str(raised.value).splitlines()
-    assert re.fullmatch(
+    verdict = re.fullmatch(
         r"lambda at test_timing.py:\d+ is over its budget of 1.0 ms: the median of its samples, as on the "
-        r"reference machine, is [\d.]+ ms \(10 of 10 over the budget\)\.",
+        r"reference machine, is [\d.]+ ms \((\d+) of (\d+) over the budget\)\.",
         lines[0],
     )
-    assert lines[2].endswith("over 17 sample(s)")  # the first 7, then 10 with the reference workload
+    assert verdict, lines[0]
+    over, adjusted = int(verdict[1]), int(verdict[2])
+    # As likely as that by chance, were the median at the budget: at most 1 in 1,000.
+    assert sum(math.comb(adjusted, i) for i in range(over, adjusted + 1)) / 2**adjusted <= 1e-3
+    assert lines[2].endswith(f"over {7 + adjusted} sample(s)")  # the first 7, then those with the reference
     assert lines[4].startswith(
         "  as on a quiet reference machine (the reference workload timed next to each sample): this machine "
         "computes x"

@@ -40,6 +40,11 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
     @property
+    def off_option(self) -> str:
+        """The option that turns a flag off: ``--no-harness-x``."""
+        return "--no-" + self.option.removeprefix("--")
+
+    @property
     def variable(self) -> str:
         """The environment variable: ``HARNESS_X``."""
         return self.name.upper()
@@ -177,7 +182,7 @@ def add_settings(parser: pytest.Parser) -> None:
     for each in SETTINGS:
         help = f"{each.help} Also ${each.variable} or the {each.name} ini key."
         if each.kind == "flag":
-            negative = "--no-" + each.option.removeprefix("--")
+            negative = each.off_option
             help = f"{each.help} {negative} turns it off. Also ${each.variable} (1 or 0) or the {each.name} ini key."
             group.addoption(
                 each.option, action="store_const", const=True, dest=each.name, default=None, help=help
@@ -232,7 +237,7 @@ def export(config: pytest.Config, name: str) -> None:
 
 def _resolve(config: pytest.Config, each: Setting) -> tuple[Any, str | None]:
     if (value := config.getoption(each.name, None)) is not None:
-        return value, each.option if value is not False else "--no-" + each.option[2:]
+        return value, each.option if value is not False else each.off_option
     if raw := os.environ.get(each.variable, ""):
         where = f"${each.variable}"
         return each.parse(raw, where), where

@@ -15,7 +15,7 @@ def _values(each: Setting, layer: int) -> tuple[Any, list[str], str, str]:
     (option arguments, environment text, ini text)."""
     if each.kind == "flag":
         value = (not each.default) if layer != 1 else bool(each.default)
-        option = [each.option if value else "--no-" + each.option[2:]]
+        option = [each.option if value else each.off_option]
         return value, option, "1" if value else "0", "true" if value else "false"
     if each.kind == "number":
         return layer + 1, [f"{each.option}={layer + 1}"], str(layer + 1), str(layer + 1)

@@ -11,7 +11,7 @@
 
 Load on the machine only ever adds time, and it comes and goes. So the assertions keep sampling
 until the evidence is clear either way (a budget with room passes after 7 samples, a broken one
-fails after about 10) and fail only when the budget is exceeded with confidence. Absolute budgets
+fails after 17) and fail only when the budget is exceeded with confidence. Absolute budgets
 are scaled by how much slower this machine is, at that moment, than the reference machine: a
 reference workload is timed next to each sample once the first samples come close to the budget.
 When the machine is too noisy to tell before the time cap, the outcome says so: a pass with a
@@ -66,6 +66,9 @@ _QUANTILE = {"median": 0.5, "p95": 0.95}
 _ALPHA_OVER = 1e-3
 _ALPHA_WITHIN = 1e-2
 _FIRST_LOOK = 7  # all within: the median is within with 99% confidence (0.5**7 < 0.01)
+# Samples before the time cap may end sampling: all over the budget must be able to fail it first,
+# or a short max_time would turn a clear slowdown into an undecided pass (0.5**10 < _ALPHA_OVER).
+_LEAST_BEFORE_CAP = {"median": 10, "p95": _FIRST_LOOK, "min": _FIRST_LOOK, "max": _FIRST_LOOK}
 _MAX_SAMPLES = 1000
 _TIME_CAP = 2.0  # seconds of sampling at least, before an undecided outcome …
 _TIME_CAP_ROUNDS = 25  # … or this many times the first samples' time, for slow code
@@ -287,6 +290,13 @@ def _queries_note(log: QueryLog | None) -> str:
     return f"\n  queries ({log.count}):\n{shown}{more}" if log.count else "\n  queries: none"
 
 
+def _check_max_time(max_time: float | None) -> None:
+    if max_time is not None:
+        _check_positive(
+            max_time, "max_time", "a positive number of seconds, such as 5, or None for the default"
+        )
+
+
 def _check_statistic(name: str) -> None:
     if name not in ("median", "p95", "min", "max"):
         msg = f"Unknown statistic {name!r}; choose median, p95, min or max."
@@ -417,7 +427,8 @@ def _absolute_plan(
         spent += sample[0] + reference[0]
         if len(samples) >= _FIRST_LOOK:
             verdict = _look(adjusted, limit, statistic)
-        if verdict is None and (spent >= cap or len(samples) >= _MAX_SAMPLES):
+        capped = spent >= cap and len(samples) >= _LEAST_BEFORE_CAP[statistic]
+        if verdict is None and (capped or len(samples) >= _MAX_SAMPLES):
             verdict = _at_cap(adjusted, limit, statistic)
     return _Evidence(verdict, first + samples, warm, limit, statistic, adjusted, moments)
 
@@ -474,7 +485,8 @@ def _relative_plan(limit: float, statistic: Statistic, warmup: int, max_time: fl
             cap = max_time if max_time is not None else max(_TIME_CAP, _TIME_CAP_ROUNDS * _FIRST_LOOK * spent)
         if len(samples) >= _FIRST_LOOK:
             verdict = _look(ratios, limit, statistic)
-        if verdict is None and (spent >= cap or len(samples) >= _MAX_SAMPLES):
+        capped = spent >= cap and len(samples) >= _LEAST_BEFORE_CAP[statistic]
+        if verdict is None and (capped or len(samples) >= _MAX_SAMPLES):
             verdict = _at_cap(ratios, limit, statistic)
     share = (max(shares[_FN]), max(shares[_BASELINE]))
     return _Evidence(verdict, samples, warm, limit, statistic, ratios, baseline=baseline, cpu_share=share)
@@ -511,12 +523,25 @@ def _drive(
     wall, cpu = RealClock.perf_counter, RealClock.process_time
     calls = dict.fromkeys(fns, 0)
 
+    # Linux charges a preemption to the queueing count when the thread gets a core back, and on
+    # this machine it often comes at a system call: reading the count itself. Reads outside the
+    # call (as here) take the queueing of its neighbours, so the time they took is taken back
+    # out: the call is credited at most the queueing it can have had (once, 28 ms of a read's
+    # queueing made a 4 ms sleep look like 61 µs).
     def stamp() -> Elapsed:
-        return _queued(), wall(), cpu()
+        before = wall()
+        queued = _queued()
+        started = wall()
+        return started, cpu(), queued + (started - before)
 
     def since(stamped: Elapsed) -> Elapsed:
-        queued_started, started, cpu_started = stamped
-        return wall() - started, cpu() - cpu_started, max(0.0, _queued() - queued_started)
+        started, cpu_started, queued_started = stamped
+        ended = wall()
+        cpu_now, queued = cpu(), _queued()
+        elapsed = ended - started
+        queued -= wall() - ended
+        # Other threads' queueing adds up beside this one's: never more than the call took.
+        return elapsed, cpu_now - cpu_started, min(elapsed, max(0.0, queued - queued_started))
 
     def failed(error: BaseException, index: int) -> None:
         run = calls[index]
@@ -566,7 +591,11 @@ def _drive(
                 evidence = stop.value
                 break
             stamped = stamp()
-            result = fns[index]()
+            try:
+                result = fns[index]()
+            except BaseException as error:
+                failed(error, index)
+                raise
             if index != _REFERENCE:
                 if not inspect.isawaitable(result):
                     _refuse_mix(None, labels)
@@ -786,7 +815,7 @@ def assert_runs_within(
     each further sample is judged against this machine's speed at that moment (a reference
     workload timed next to it), until the samples show the budget holds or is exceeded with
     confidence, or `max_time` seconds of sampling are reached (default: 2 s, or 25 times the first
-    samples' time): then `undecided`
+    samples' time; a median takes 10 further samples first): then `undecided`
     ("pass", with a TimingUndecidedWarning, or "fail"; default $HARNESS_TIMING_UNDECIDED, else
     "pass") decides. Returns the samples; await it when `fn` is async.
 
@@ -799,6 +828,7 @@ def assert_runs_within(
     _check_positive(budget, "budget", "a positive number of seconds, such as 0.2")
     _check_statistic(statistic)
     _check_counts(1, warmup)
+    _check_max_time(max_time)
     policy, label = _undecided_policy(undecided), _label(fn)
 
     def finish(evidence: _Evidence) -> Timing:
@@ -848,7 +878,7 @@ def assert_not_slower_than(
     The pairs alternate (A B, B A, ...) and each gives a ratio, so load that comes and goes falls on
     both sides of a pair alike; sampling goes on until the ratios show the budget holds or is
     exceeded with confidence, or `max_time` is reached (then `undecided` decides, as in
-    `assert_runs_within`). The baseline should do the same kind of work as `fn` (both waiting on the
+    `assert_runs_within`). `statistic` is "median" or "p95": one pair must not decide. The baseline should do the same kind of work as `fn` (both waiting on the
     database, or both computing): load slows waiting and computing differently, and a
     TimingWarning says so when their CPU shares differ. Returns (fn's Timing, baseline's Timing);
     await it for async functions.
@@ -862,7 +892,17 @@ def assert_not_slower_than(
     """
     _check_positive(factor, "factor", "a positive number, such as 1.5")
     _check_statistic(statistic)
+    if statistic in ("min", "max"):
+        # One pair decides min or max, and load falls on one side of a pair: a baseline slowed once
+        # would pass any regression under "min". The fastest of each side is sound: measure both.
+        msg = (
+            f"assert_not_slower_than judges the ratio of each pair, and statistic={statistic!r} would let a single "
+            "pair, slowed on one side by load, decide. Use 'median' or 'p95'; to compare the fastest runs, "
+            f"measure both: measure(fn).assert_not_slower_than(measure(baseline), statistic={statistic!r})."
+        )
+        raise TimingError(msg)
     _check_counts(1, warmup)
+    _check_max_time(max_time)
     policy, labels = _undecided_policy(undecided), (_label(fn), _label(baseline))
 
     def finish(evidence: _Evidence) -> tuple[Timing, Timing]:

@@ -12,6 +12,7 @@ import math
 import re
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import freezegun
 import pytest
@@ -31,6 +32,9 @@ from harness import (
     timing,
 )
 from harness.timing import REFERENCE_SECONDS, Calibration
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
 
 
 def nothing() -> None:
@@ -254,6 +258,24 @@ def test_time_queued_for_a_core_is_not_taken_for_slowness(
         assert_runs_within(preempted, 0.001, max_time=2)
 
 
+def test_a_preemption_outside_the_call_is_not_taken_out_of_it(
+    monkeypatch: pytest.MonkeyPatch, reference_machine: None
+) -> None:
+    """Each read of the queueing count comes after 5 ms queued for a core (a busy machine): that
+    time is not the call's, and a 4 ms sleep against a 1 ms budget stays over it, never 0 s."""
+    queued = [0.0]
+
+    def preempted_read() -> float:
+        time.sleep(0.005)
+        queued[0] += 0.005
+        return queued[0]
+
+    monkeypatch.setattr(timing, "_queued", preempted_read)
+    monkeypatch.setattr(timing, "_QUEUEING_KNOWN", True)
+    with pytest.raises(AssertionError, match=r"is over its budget of 1\.0 ms"):
+        assert_runs_within(lambda: time.sleep(0.004), 0.001, max_time=2)
+
+
 def test_a_slower_machine_gets_room_for_computing_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """3x slower than the reference machine: two reference workloads fit a budget of one; 4 ms of
     sleep never fits 2 ms. Slower in both looks: the run's calibration (the first 7 samples) and the
@@ -314,6 +336,16 @@ def test_min_passes_on_one_sample_within_and_max_fails_on_one_over() -> None:
     units = iter([0] * 7 + [8] + [0] * 100)  # the first 7 are not judged against the load
     with pytest.raises(AssertionError, match="the max of its samples"):
         assert_runs_within(lambda: compute(next(units)), budget, statistic="max", warmup=0)
+
+
+def test_a_short_max_time_does_not_turn_a_slowdown_into_a_pass() -> None:
+    """Ten times over a 0.4 ms budget, with 1 ms to decide: sampling goes on until the slowdown can
+    fail (10 of 10 over), rather than ending undecided and passing with a warning."""
+    with pytest.raises(AssertionError, match=r"is over its budget of 400 µs: .*\(10 of 10 over the budget\)"):
+        assert_runs_within(lambda: time.sleep(0.004), 0.0004, max_time=0.001)
+    # 50x: load would have to delay the baseline's wake-up by 33 ms for one pair to come out within.
+    with pytest.raises(AssertionError, match=r"is slower than 1\.5x the baseline .*\(10 of 10 over"):
+        assert_not_slower_than(lambda: time.sleep(0.05), lambda: time.sleep(0.001), max_time=0.001)
 
 
 def test_a_baseline_doing_other_work_is_warned_about() -> None:
@@ -387,6 +419,20 @@ def test_a_measured_function_that_raises_says_which_run() -> None:
     assert raised.value.__notes__ == ["harness.timing: flaky raised during sample 3; no budget was checked."]
 
 
+async def test_an_async_function_that_raises_before_its_awaitable_says_which_run() -> None:
+    calls = iter(range(10))
+
+    def flaky() -> Awaitable[None]:  # async by what it returns; raises on its third call
+        if next(calls) == 2:
+            msg = "second sample"
+            raise ValueError(msg)
+        return asyncio.sleep(0)
+
+    with pytest.raises(ValueError, match="second sample") as raised:
+        await assert_runs_within(flaky, 1.0)
+    assert raised.value.__notes__ == ["harness.timing: flaky raised during sample 2; no budget was checked."]
+
+
 @pytest.mark.usefixtures("reference_machine")
 async def test_query_and_time_budgets_in_one_assertion(db_session: AsyncSession) -> None:
     async with assert_completes_within(10, max_queries=2) as block:
@@ -423,3 +469,18 @@ def test_misuse_is_refused() -> None:
         assert_runs_within(nothing, 1, statistic="mean")  # type: ignore[call-overload]
     with pytest.raises(TimingError, match="needs repeat >= 1 and warmup >= 0, got repeat=0 and warmup=1"):
         measure(nothing, repeat=0)
+    with pytest.raises(
+        TimingError,
+        match=r"^The max_time is a positive number of seconds, such as 5, or None for the default; got 0.$",
+    ):
+        assert_runs_within(nothing, 1, max_time=0)
+    with pytest.raises(TimingError, match=r"The max_time is a positive number of seconds.*; got nan"):
+        assert_not_slower_than(nothing, nothing, max_time=math.nan)
+    for statistic in ("min", "max"):
+        with pytest.raises(TimingError) as raised:
+            assert_not_slower_than(nothing, nothing, statistic=statistic)
+        assert str(raised.value) == (
+            f"assert_not_slower_than judges the ratio of each pair, and statistic={statistic!r} would let a "
+            "single pair, slowed on one side by load, decide. Use 'median' or 'p95'; to compare the fastest "
+            f"runs, measure both: measure(fn).assert_not_slower_than(measure(baseline), statistic={statistic!r})."
+        )

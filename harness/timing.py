@@ -878,9 +878,10 @@ def assert_not_slower_than(
     The pairs alternate (A B, B A, ...) and each gives a ratio, so load that comes and goes falls on
     both sides of a pair alike; sampling goes on until the ratios show the budget holds or is
     exceeded with confidence, or `max_time` is reached (then `undecided` decides, as in
-    `assert_runs_within`). `statistic` is "median" or "p95": one pair must not decide. The baseline should do the same kind of work as `fn` (both waiting on the
-    database, or both computing): load slows waiting and computing differently, and a
-    TimingWarning says so when their CPU shares differ. Returns (fn's Timing, baseline's Timing);
+    `assert_runs_within`). `statistic` is "median" or "p95": one pair must not decide. The
+    baseline should do the same kind of work as `fn` (both waiting on the database, or both
+    computing): load slows waiting and computing differently, and a TimingWarning says so when
+    their CPU shares differ. Returns (fn's Timing, baseline's Timing);
     await it for async functions.
 
     Usage:
